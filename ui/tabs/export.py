@@ -1,0 +1,11 @@
+"""The Export tab (built out by issue #6)."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from ui.context import AppContext
+
+
+def build(ctx: AppContext) -> None:
+    gr.Markdown("This tab is not built yet.")
