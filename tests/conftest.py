@@ -28,3 +28,19 @@ def workspace(tmp_path):
 def artifacts_dir() -> Path:
     ARTIFACTS.mkdir(exist_ok=True)
     return ARTIFACTS
+
+
+@pytest.fixture(scope="session")
+def smollm2_dir() -> Path:
+    """The embedded SmolLM2-135M-Instruct as a local transformers folder (converted once per cache)."""
+    from engine.models.embedded import ensure_embedded
+
+    return ensure_embedded("smollm2-135m-instruct")
+
+
+@pytest.fixture(scope="session")
+def whisper_dir() -> Path:
+    """The embedded Whisper tiny.en as a local transformers folder (converted once per cache)."""
+    from engine.models.embedded import ensure_embedded
+
+    return ensure_embedded("whisper-tiny.en")

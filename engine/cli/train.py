@@ -1,9 +1,204 @@
-"""`medtune` commands for this area (filled in by the area's issue)."""
+"""`medtune train CONFIG.yaml` and `medtune runs list|show|stop|resume|logs`.
+
+Both call the same engine functions as the Train tab (engine.jobs / engine.runs).
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import sys
+import time
+
+from engine.cli.common import workspace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add this area's subcommands to the `medtune` parser."""
+    """Add `train` and `runs` to the `medtune` parser."""
+    p = sub.add_parser("train", help="train a LoRA/QLoRA adapter from a YAML run config",
+                       description="Validate CONFIG, create a run folder and start (or queue) the training "
+                                   "job in the background. Waits and shows progress unless --detach.")
+    p.add_argument("config", help="run config YAML (see assets/recipes/)")
+    p.add_argument("--name", help="run name (default: model-dataset)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a config value, e.g. --set train.max_steps=20 (repeatable)")
+    p.add_argument("--detach", action="store_true", help="return right after launching")
+    p.set_defaults(func=cmd_train)
+
+    r = sub.add_parser("runs", help="list, inspect, stop and resume training runs")
+    rs = r.add_subparsers(dest="runs_command", metavar="ACTION")
+    rs.required = True
+    x = rs.add_parser("list", help="all runs, newest first")
+    x.add_argument("--json", action="store_true")
+    x.set_defaults(func=cmd_list)
+    x = rs.add_parser("show", help="status, config and last metrics of a run")
+    x.add_argument("run_id")
+    x.set_defaults(func=cmd_show)
+    x = rs.add_parser("stop", help="stop a run (graceful: checkpoint then stop)")
+    x.add_argument("run_id")
+    x.add_argument("--force", action="store_true", help="kill at once (SIGKILL); resume from the last checkpoint")
+    x.set_defaults(func=cmd_stop)
+    x = rs.add_parser("resume", help="resume a stopped or failed run from its last checkpoint")
+    x.add_argument("run_id")
+    x.add_argument("--detach", action="store_true")
+    x.set_defaults(func=cmd_resume)
+    x = rs.add_parser("logs", help="print the job log")
+    x.add_argument("run_id")
+    x.add_argument("-n", type=int, default=50, help="last N lines (default 50)")
+    x.add_argument("-f", "--follow", action="store_true", help="keep printing until the job ends")
+    x.set_defaults(func=cmd_logs)
+
+
+def _overrides(pairs: list[str]) -> dict:
+    import yaml
+
+    from engine.errors import ConfigError
+
+    out, bad = {}, []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or "." not in key:
+            bad.append(f"--set {pair}: expected SECTION.KEY=VALUE")
+            continue
+        out[key.strip()] = yaml.safe_load(value)
+    if bad:
+        raise ConfigError(bad)
+    return out
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from engine import jobs
+    from engine.config import load_config
+
+    ws = workspace(args)
+    cfg = load_config(args.config)
+    if args.set:
+        cfg = cfg.with_overrides(_overrides(args.set))
+    run = jobs.launch(ws, cfg, name=args.name)
+    print(f"run {run.id} ({run.status().get('state')}) in {run.path}")
+    if args.detach:
+        return 0
+    return _follow(run)
+
+
+def _follow(run) -> int:
+    """Show progress until the job ends; Ctrl-C detaches (the job keeps running)."""
+    from engine import jobs
+    from engine.progress import tqdm_progress
+
+    bar = tqdm_progress(run.id)
+    try:
+        while True:
+            st = run.status()
+            bar(st.get("progress"), st.get("message", st.get("label", "")))
+            if st.get("state") not in ("queued", "running"):
+                break
+            if st.get("state") == "queued":
+                jobs.schedule(_ws_of(run))
+            time.sleep(1.0)
+    except KeyboardInterrupt:
+        print(f"\ndetached; the job keeps running. Stop it with: medtune runs stop {run.id}", file=sys.stderr)
+        return 0
+    bar(1.0, st.get("label", ""))
+    _print_result(run, st)
+    return 0 if st.get("state") == "completed" else 1
+
+
+def _ws_of(run):
+    from engine.workspace import Workspace
+
+    return Workspace(run.path.parent.parent)
+
+
+def _print_result(run, st: dict) -> None:
+    print(f"\n{run.id}: {st.get('label')}")
+    if st.get("error"):
+        print(f"  error: {st['error']}")
+    if st.get("hint"):
+        print(f"  hint: {st['hint']}")
+    rows = run.metrics()
+    evals = [r for r in rows if r.get("eval_loss") is not None]
+    if evals:
+        first, last = evals[0], evals[-1]
+        line = f"  eval loss {first['eval_loss']:.4f} (step {first['step']}) -> {last['eval_loss']:.4f} (step {last['step']})"
+        if last.get("wer") is not None:
+            line += f"; WER {first.get('wer')} -> {last.get('wer')}"
+        if last.get("term_recall") is not None:
+            line += f"; term recall {first.get('term_recall')} -> {last.get('term_recall')}"
+        print(line)
+    if rows:
+        print(f"  elapsed {rows[-1].get('elapsed_s', 0):.0f}s")
+    print(f"  folder: {run.path}")
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from engine import jobs
+    from engine.runs import list_runs
+
+    ws = workspace(args)
+    jobs.schedule(ws)  # also notices dead jobs and starts queued ones
+    rows = [r.summary() for r in list_runs(ws)]
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    if not rows:
+        print("no runs yet")
+        return 0
+    cols = ("run", "state", "progress", "model", "data", "best_eval_loss", "best_wer")
+    print("  ".join(f"{c:<14}" if c != "run" else f"{c:<40}" for c in cols))
+    for r in rows:
+        print("  ".join((f"{str(r[c]):<40}" if c == "run" else f"{'' if r[c] is None else str(r[c]):<14}")
+                        for c in cols))
+    return 0
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    from engine.runs import get_run
+
+    run = get_run(workspace(args), args.run_id)
+    st = run.status()
+    print(json.dumps({k: v for k, v in st.items() if k != "pid_started"}, indent=2))
+    print(run.config_path.read_text())
+    _print_result(run, st)
+    return 0
+
+
+def cmd_stop(args: argparse.Namespace) -> int:
+    from engine import jobs
+    from engine.runs import get_run
+
+    run = get_run(workspace(args), args.run_id)
+    jobs.stop(run, force=args.force)
+    print(f"{run.id}: {'killed' if args.force else 'stop requested (it checkpoints, then stops)'}")
+    return 0
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from engine import jobs
+    from engine.runs import get_run
+
+    run = get_run(workspace(args), args.run_id)
+    jobs.resume(run)
+    print(f"{run.id}: {run.status().get('state')}")
+    return 0 if args.detach else _follow(run)
+
+
+def cmd_logs(args: argparse.Namespace) -> int:
+    from engine.runs import get_run
+
+    run = get_run(workspace(args), args.run_id)
+    print(run.log_tail(args.n))
+    if args.follow:
+        pos = run.log_path.stat().st_size if run.log_path.exists() else 0
+        while True:
+            if run.log_path.exists():
+                with open(run.log_path, "rb") as f:
+                    f.seek(pos)
+                    chunk = f.read()
+                    pos += len(chunk)
+                sys.stdout.write(chunk.decode("utf-8", errors="replace"))
+                sys.stdout.flush()
+            if run.status().get("state") not in ("queued", "running"):
+                return 0
+            time.sleep(1.0)
+    return 0

@@ -1,0 +1,382 @@
+"""RunConfig: the one typed description of a training run.
+
+It is the single source of defaults, ranges, choices and help text: the Train tab builds
+its form from the field metadata, the CLI reads the same YAML, and a run saves the resolved
+YAML next to its outputs. ``validate()`` collects every problem (naming the field) instead
+of stopping at the first, so a user fixes a config in one pass.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib.util
+import json
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from engine.errors import ConfigError
+
+
+def _f(default: Any, help: str, **meta: Any) -> Any:
+    """A dataclass field whose metadata carries help/choices/min/max for form and checks."""
+    meta["help"] = help
+    if isinstance(default, list):
+        return field(default_factory=lambda d=default: list(d), metadata=meta)
+    return field(default=default, metadata=meta)
+
+
+@dataclass
+class ModelConfig:
+    name: str = _f("smollm2-135m-instruct",
+                   "Model: a registry name (see `medtune models list`), a Hugging Face hub id, or a local folder.")
+    quantization: str = _f("none", "Load the base weights quantized: none, 8bit, or 4bit (NF4 with double "
+                           "quantization = QLoRA). Needs bitsandbytes.", choices=["none", "8bit", "4bit"])
+    dtype: str = _f("auto", "Weight dtype when not quantized. auto = float32 on CPU, bfloat16 on a GPU that "
+                    "supports it.", choices=["auto", "float32", "bfloat16", "float16"])
+
+
+@dataclass
+class DataConfig:
+    dataset: str = _f("med-qa", "A shipped dataset name (med-qa, med-dictation, pubmedqa-synth, ...) or the "
+                      "path of a dataset folder in the workspace.")
+    train_split: str = _f("train", "Split used for training.")
+    eval_split: str = _f("validation", "Split used for evaluation during training (empty = no evaluation).")
+    test_split: str = _f("test", "Held-out split for the final evaluation (Evaluate tab).")
+    max_train_samples: int = _f(0, "Use at most this many training examples (0 = all).", min=0)
+    max_eval_samples: int = _f(0, "Use at most this many evaluation examples (0 = all).", min=0)
+    system_prompt: str = _f("", "Optional system message added to every chat (text models).")
+
+
+@dataclass
+class LoraConfig:
+    full_finetune: bool = _f(False, "Train every weight instead of a LoRA adapter (needs much more memory; "
+                             "not with quantization).")
+    r: int = _f(16, "LoRA rank: size of the low-rank update. 8-64 is typical.", min=1, max=1024)
+    alpha: float = _f(32.0, "LoRA alpha: scales the update (effective scale alpha/r, or alpha/sqrt(r) "
+                      "with rsLoRA). Commonly 2 x r.", min=0.0, exclusive_min=True)
+    dropout: float = _f(0.05, "Dropout on the LoRA input, in [0, 1).", min=0.0, max=1.0, exclusive_max=True)
+    target_modules: str = _f("auto", "Layers that get LoRA: auto (the model's attention and MLP linear "
+                             "layers), all-linear, or a comma-separated list of module names such as "
+                             "q_proj,v_proj.")
+    bias: str = _f("none", "Which biases to train: none, all, or lora_only.", choices=["none", "all", "lora_only"])
+    use_rslora: bool = _f(False, "rsLoRA: scale by alpha/sqrt(r), which keeps high ranks stable.")
+    use_dora: bool = _f(False, "DoRA: weight-decomposed LoRA (slower, sometimes better at low rank).")
+    encoder_lora: bool = _f(False, "Speech only: also put LoRA on the audio encoder. Off = the encoder is "
+                            "frozen and its outputs are computed once per clip and cached (much faster).")
+
+
+@dataclass
+class TrainConfig:
+    learning_rate: float = _f(2e-4, "Peak learning rate.", min=0.0, exclusive_min=True, max=1.0)
+    scheduler: str = _f("cosine", "Learning-rate schedule after warmup.",
+                        choices=["linear", "cosine", "constant", "constant_with_warmup", "polynomial"])
+    warmup_ratio: float = _f(0.05, "Fraction of the steps spent warming the learning rate up from 0.",
+                             min=0.0, max=0.5)
+    epochs: float = _f(1.0, "Passes over the training set (ignored when max_steps > 0).", min=0.0,
+                       exclusive_min=True, max=1000.0)
+    max_steps: int = _f(0, "Stop after this many optimizer steps (0 = use epochs).", min=0)
+    batch_size: int = _f(8, "Examples per device per step.", min=1, max=4096)
+    grad_accum: int = _f(1, "Gradient accumulation: optimizer step every N batches (effective batch = "
+                         "batch_size x N). Raise it instead of batch_size when memory is short.", min=1, max=1024)
+    max_length: int = _f(512, "Longest tokenized example (prompt + response, or transcript); longer ones "
+                         "are truncated. Batches are padded only to their longest member.", min=8, max=131072)
+    gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, "
+                                      "~30% slower.")
+    seed: int = _f(42, "Random seed (data order, LoRA init).", min=0)
+    precision: str = _f("auto", "Mixed precision: auto (bf16 on a GPU that supports it, else fp32), fp32, "
+                        "bf16 or fp16 (bf16/fp16 need a CUDA GPU).", choices=["auto", "fp32", "bf16", "fp16"])
+    device: str = _f("auto", "auto = the CUDA GPU when there is one, else the CPU.", choices=["auto", "cpu", "cuda"])
+    logging_steps: int = _f(5, "Write a metrics line every N optimizer steps.", min=1)
+    eval_steps: int = _f(50, "Evaluate every N steps (0 = only at the end).", min=0)
+    save_steps: int = _f(50, "Save a checkpoint (the resume point) every N steps.", min=1)
+    save_total_limit: int = _f(2, "Keep at most this many checkpoints (older ones are deleted).", min=1)
+    weight_decay: float = _f(0.0, "AdamW weight decay.", min=0.0, max=1.0)
+    max_grad_norm: float = _f(1.0, "Clip gradients to this norm (0 = no clipping).", min=0.0)
+    report_to: str = _f("none", "Also report to TensorBoard or Weights & Biases when installed (off by default; "
+                        "W&B sends data to a server).", choices=["none", "tensorboard", "wandb"])
+    auto_resume: int = _f(0, "After a crash, resume from the last checkpoint up to this many times, waiting "
+                          "longer each time (0 = off).", min=0, max=10)
+
+
+@dataclass
+class EvalConfig:
+    wer_samples: int = _f(32, "Speech: clips of the eval split transcribed at each evaluation for WER and "
+                          "term recall (0 = skip).", min=0)
+    max_new_tokens: int = _f(128, "Longest generated answer/transcript during evaluation.", min=1, max=8192)
+    eval_at_start: bool = _f(True, "Evaluate the untouched base model first (step 0), so the curves start "
+                             "from the baseline.")
+
+
+@dataclass
+class RunConfig:
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    lora: LoraConfig = field(default_factory=LoraConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
+
+    # ---- (de)serialisation -------------------------------------------------------------
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def to_yaml(self, header: str = "") -> str:
+        body = yaml.safe_dump(self.to_dict(), sort_keys=False, default_flow_style=False)
+        return (header.rstrip() + "\n" if header else "") + body
+
+    @classmethod
+    def from_dict(cls, d: dict | None, *, source: str | None = None) -> "RunConfig":
+        """Build from nested dicts; unknown keys and wrong types raise one ConfigError."""
+        cfg, problems = cls.parse(d)
+        if problems:
+            raise ConfigError(problems, source=source)
+        return cfg
+
+    @classmethod
+    def parse(cls, d: Any) -> tuple["RunConfig", list[str]]:
+        """Best-effort build plus the structural problems (unknown keys, wrong types); bad
+        values fall back to defaults so range checks can still run on the rest."""
+        problems: list[str] = []
+        if d is None:
+            d = {}
+        if not isinstance(d, dict):
+            return cls(), ["top level: expected a mapping of sections (model, data, lora, train, eval)"]
+        sections = {name: _build_section(sec, d.get(name) or {}, name, problems) for name, sec in _SECTIONS.items()}
+        for key in d:
+            if key not in _SECTIONS:
+                problems.append(f"{key}: unknown section (expected one of {', '.join(_SECTIONS)})")
+        return cls(**sections), problems
+
+    def with_overrides(self, overrides: dict[str, Any]) -> "RunConfig":
+        """A copy with dotted-key overrides applied, e.g. {"train.max_steps": 10}."""
+        d = self.to_dict()
+        for key, value in overrides.items():
+            section, _, name = key.partition(".")
+            d.setdefault(section, {})[name] = value
+        return RunConfig.from_dict(d)
+
+    # ---- validation --------------------------------------------------------------------
+    def validate(self, workspace: Any = None) -> list[str]:
+        """Every problem with this config, one line each, naming the field."""
+        problems: list[str] = []
+        for sec in dataclasses.fields(self):
+            obj = getattr(self, sec.name)
+            for f in dataclasses.fields(obj):
+                problems += _check_field(f"{sec.name}.{f.name}", getattr(obj, f.name), f.metadata)
+        problems += _cross_checks(self, workspace)
+        return problems
+
+    def check(self, workspace: Any = None, source: str | None = None) -> "RunConfig":
+        problems = self.validate(workspace)
+        if problems:
+            raise ConfigError(problems, source=source)
+        return self
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "lora": LoraConfig, "train": TrainConfig,
+             "eval": EvalConfig}
+
+
+def field_type(section: type, name: str) -> type:
+    """The plain Python type (bool/int/float/str) of a section field."""
+    hints = typing.get_type_hints(section)
+    return hints[name]
+
+
+def _coerce(value: Any, typ: type, path: str, problems: list[str]) -> Any:
+    if typ is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.strip().lower() in ("true", "yes", "on", "1", "false", "no", "off", "0"):
+            return value.strip().lower() in ("true", "yes", "on", "1")
+    elif typ is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, float) and value.is_integer():
+            return int(value)
+        if isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+    elif typ is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):  # YAML 1.1 reads "1e-3" as a string
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+    elif typ is str:
+        if isinstance(value, str):
+            return value
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return str(value)
+        if isinstance(value, list) and all(isinstance(v, str) for v in value):
+            return ",".join(value)  # target_modules given as a YAML list
+    problems.append(f"{path}: expected {_TYPE_WORD[typ]}, got {value!r}")
+    return None
+
+
+_TYPE_WORD = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
+
+
+def _build_section(cls: type, raw: Any, name: str, problems: list[str]) -> Any:
+    if not isinstance(raw, dict):
+        problems.append(f"{name}: expected a mapping, got {raw!r}")
+        return cls()
+    kwargs = {}
+    names = {f.name for f in dataclasses.fields(cls)}
+    for key, value in raw.items():
+        path = f"{name}.{key}"
+        if key not in names:
+            problems.append(f"{path}: unknown key (known: {', '.join(sorted(names))})")
+            continue
+        v = _coerce(value, field_type(cls, key), path, problems)
+        if v is not None:
+            kwargs[key] = v
+    return cls(**kwargs)
+
+
+def _check_field(path: str, value: Any, meta: Any) -> list[str]:
+    out = []
+    if "choices" in meta and value not in meta["choices"]:
+        out.append(f"{path}: must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        lo, hi = meta.get("min"), meta.get("max")
+        if lo is not None and (value <= lo if meta.get("exclusive_min") else value < lo):
+            word = "greater than" if meta.get("exclusive_min") else "at least"
+            if lo == 0 and meta.get("exclusive_min"):
+                out.append(f"{path}: must be positive (> 0), got {value}")
+            elif lo == 1 and isinstance(value, int):
+                out.append(f"{path}: must be a positive integer, got {value}")
+            else:
+                out.append(f"{path}: must be {word} {lo}, got {value}")
+        if hi is not None and (value >= hi if meta.get("exclusive_max") else value > hi):
+            word = "less than" if meta.get("exclusive_max") else "at most"
+            out.append(f"{path}: must be {word} {hi}, got {value}")
+    return out
+
+
+def model_kind(name: str) -> str | None:
+    """'text' / 'speech' for a model name, or None when it cannot be told without loading."""
+    try:
+        from engine.nemo.availability import is_nemo_model
+
+        if is_nemo_model(name):
+            return "speech"
+    except ImportError:
+        pass
+    try:
+        from engine.models.registry import resolve_model
+        return resolve_model(name).kind
+    except Exception:  # unknown here; the job reports a proper ModelError when it loads
+        p = Path(name).expanduser()
+        cfg = p / "config.json"
+        if cfg.is_file():
+            try:
+                mt = json.loads(cfg.read_text()).get("model_type", "")
+                return "speech" if "whisper" in mt or "speech" in mt else "text"
+            except (OSError, ValueError):
+                return None
+        return "speech" if "whisper" in name.lower() else None
+
+
+#: Kinds of the shipped datasets, so validation needs no dataset build.
+SHIPPED_KINDS = {"med-dictation": "speech", "med-qa": "text", "pubmedqa-synth": "text",
+                 "general-english": "speech"}
+
+
+def dataset_kind(ref: str, workspace: Any = None) -> str | None:
+    try:
+        from engine.data.datasets import SHIPPED
+
+        if ref in SHIPPED:
+            return SHIPPED[ref].kind
+    except ImportError:
+        pass
+    if ref in SHIPPED_KINDS:
+        return SHIPPED_KINDS[ref]
+    p = Path(ref).expanduser()
+    if workspace is not None and not p.is_absolute():
+        p = Path(workspace.root) / p
+    meta = p / "dataset.json"
+    if meta.is_file():
+        try:
+            return json.loads(meta.read_text()).get("kind")
+        except (OSError, ValueError):
+            return None
+    return None
+
+
+def _cross_checks(cfg: RunConfig, workspace: Any) -> list[str]:
+    out = []
+    q = cfg.model.quantization
+    if q != "none" and importlib.util.find_spec("bitsandbytes") is None:
+        out.append(f"model.quantization: {q} needs the bitsandbytes package (pip install bitsandbytes)")
+    if q != "none" and cfg.lora.full_finetune:
+        out.append("lora.full_finetune: a quantized model cannot be fully fine-tuned; use LoRA (QLoRA) or "
+                   "quantization none")
+    if cfg.lora.use_dora and q == "8bit":
+        out.append("lora.use_dora: DoRA is not supported on 8-bit weights by peft; use 4bit or none")
+    if not cfg.model.name.strip():
+        out.append("model.name: must not be empty")
+    if not cfg.data.dataset.strip():
+        out.append("data.dataset: must not be empty")
+    try:  # NeMo-backend models (Canary-Qwen) have their own limits; [] for everything else
+        from engine.nemo.availability import config_problems
+    except ImportError:
+        pass
+    else:
+        out += config_problems(cfg)
+    mk, dk = model_kind(cfg.model.name), dataset_kind(cfg.data.dataset, workspace)
+    if mk and dk and mk != dk:
+        out.append(f"data.dataset: {cfg.model.name} is a {mk} model but {cfg.data.dataset} is a {dk} dataset "
+                   f"(a {mk} model needs a {mk} dataset)")
+    if cfg.lora.encoder_lora and mk == "text":
+        out.append("lora.encoder_lora: only applies to speech models")
+    if cfg.train.report_to != "none" and importlib.util.find_spec(cfg.train.report_to) is None:
+        out.append(f"train.report_to: {cfg.train.report_to} is not installed "
+                   f"(pip install {cfg.train.report_to})")
+    return out
+
+
+def load_config(path: str | Path) -> RunConfig:
+    """Read and validate a YAML run config; ConfigError lists every problem, naming fields."""
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError([f"file not found: {path}"], source=str(path)) from None
+    except yaml.YAMLError as err:
+        raise ConfigError([f"not valid YAML: {err}"], source=str(path)) from None
+    cfg, problems = RunConfig.parse(raw)
+    problems += cfg.validate()
+    if problems:
+        raise ConfigError(problems, source=str(path))
+    return cfg
+
+
+def iter_fields(cfg: RunConfig | None = None):
+    """(section, name, type, value-or-default, metadata) for every field, in form order."""
+    cfg = cfg or RunConfig()
+    for sec in dataclasses.fields(RunConfig):
+        cls = _SECTIONS[sec.name]
+        obj = getattr(cfg, sec.name)
+        for f in dataclasses.fields(cls):
+            yield sec.name, f.name, field_type(cls, f.name), getattr(obj, f.name), f.metadata
+
+
+def diff_configs(configs: dict[str, RunConfig]) -> list[dict[str, Any]]:
+    """Rows {field, <name>: value, ...} for the fields whose values differ between configs."""
+    flat = {name: {f"{s}.{n}": v for s, n, _, v, _ in iter_fields(c)} for name, c in configs.items()}
+    keys = next(iter(flat.values()), {}).keys()
+    rows = []
+    for k in keys:
+        values = [flat[n][k] for n in flat]
+        if any(v != values[0] for v in values[1:]):
+            rows.append({"field": k, **{n: flat[n][k] for n in flat}})
+    return rows

@@ -1,0 +1,292 @@
+"""Readers: JSONL, CSV, Parquet, NeMo manifests, a folder of audio + .txt transcripts, and
+Hugging Face hub ids, all normalised through a :mod:`engine.data.presets` mapping.
+
+A reader never raises for a bad row: the row becomes an :class:`Issue` naming the file,
+line/row and field. A whole-file problem (unreadable file, a required column missing from
+the header) raises :class:`DataError`, because no row of it could be right.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from collections.abc import Iterable
+from pathlib import Path
+
+from engine.audio import WHISPER_MAX_SECONDS, audio_info
+from engine.data.presets import Preset, RowContext, RowProblem, detect_preset, get_preset
+from engine.data.schema import SPEECH, Issue, LoadResult
+from engine.errors import DataError, MissingDependency
+from engine.progress import Progress, report
+
+AUDIO_SUFFIXES = (".wav", ".flac", ".mp3", ".ogg", ".opus", ".m4a")
+TABLE_SUFFIXES = (".jsonl", ".json", ".csv", ".tsv", ".parquet")
+
+#: (line or row number, row dict); numbering is 1-based like an editor's line numbers.
+Rows = list[tuple[int, dict]]
+
+
+def read_jsonl_rows(path: Path) -> tuple[Rows, list[Issue], list[str]]:
+    """Rows of a JSON Lines file (or a JSON array file). Bad lines become issues."""
+    rows: Rows = []
+    issues: list[Issue] = []
+    name = str(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError as e:
+        raise DataError(f"not UTF-8 text ({e.reason} at byte {e.start})", file=name) from e
+    except OSError as e:
+        raise DataError(f"cannot read file ({e.strerror})", file=name) from e
+    if path.suffix == ".json" and text.lstrip().startswith("["):
+        try:
+            data = json.loads(text)
+        except json.JSONDecodeError as e:
+            raise DataError(f"not valid JSON ({e.msg})", file=name, line=e.lineno) from e
+        lines = [(i + 1, item) for i, item in enumerate(data)]
+    else:
+        lines = []
+        for lineno, raw in enumerate(text.splitlines(), start=1):
+            if not raw.strip():
+                issues.append(Issue("empty line", name, lineno, severity="warning", code="empty"))
+                continue
+            try:
+                lines.append((lineno, json.loads(raw)))
+            except json.JSONDecodeError as e:
+                issues.append(Issue(f"not valid JSON ({e.msg} at column {e.colno})", name, lineno,
+                                    code="malformed"))
+    columns: list[str] = []
+    for lineno, obj in lines:
+        if not isinstance(obj, dict):
+            issues.append(Issue(f"expected a JSON object, got {type(obj).__name__}", name, lineno,
+                                code="malformed"))
+            continue
+        for k in obj:
+            if k not in columns:
+                columns.append(k)
+        rows.append((lineno, obj))
+    return rows, issues, columns
+
+
+def read_csv_rows(path: Path) -> tuple[Rows, list[Issue], list[str]]:
+    """Rows of a CSV/TSV file; the line number is where the row starts in the file."""
+    name = str(path)
+    rows: Rows = []
+    issues: list[Issue] = []
+    try:
+        f = path.open(newline="", encoding="utf-8-sig")
+    except OSError as e:
+        raise DataError(f"cannot read file ({e.strerror})", file=name) from e
+    with f:
+        reader = csv.reader(f, delimiter="\t" if path.suffix == ".tsv" else ",")
+        try:
+            header = next(reader)
+        except StopIteration:
+            raise DataError("empty file (no header row)", file=name) from None
+        except (csv.Error, UnicodeDecodeError) as e:
+            raise DataError(f"cannot parse header ({e})", file=name, line=1) from e
+        header = [h.strip() for h in header]
+        start = reader.line_num + 1
+        while True:
+            try:
+                values = next(reader)
+            except StopIteration:
+                break
+            except (csv.Error, UnicodeDecodeError) as e:
+                issues.append(Issue(f"cannot parse row ({e})", name, start, code="malformed"))
+                start = reader.line_num + 1
+                continue
+            lineno, start = start, reader.line_num + 1
+            if not any(v.strip() for v in values):
+                issues.append(Issue("empty row", name, lineno, severity="warning", code="empty"))
+                continue
+            if len(values) != len(header):
+                issues.append(Issue(f"has {len(values)} fields, header has {len(header)}", name, lineno,
+                                    code="malformed"))
+                continue
+            rows.append((lineno, dict(zip(header, values))))
+    return rows, issues, header
+
+
+def read_parquet_rows(path: Path) -> tuple[Rows, list[Issue], list[str]]:
+    """Rows of a Parquet file, numbered from 1 (``line`` means row here)."""
+    try:
+        import pyarrow.parquet as pq
+    except ImportError as e:  # pragma: no cover - pyarrow comes with datasets
+        raise MissingDependency("pyarrow", "Reading Parquet") from e
+    try:
+        table = pq.read_table(path)
+    except Exception as e:
+        raise DataError(f"cannot read Parquet ({e})", file=str(path)) from e
+    return [(i + 1, r) for i, r in enumerate(table.to_pylist())], [], list(table.column_names)
+
+
+def normalise_rows(rows: Iterable[tuple[int, dict]], preset: Preset, *, file: str, base_dir: Path,
+                   audio_cache: Path | None = None, columns: list[str] | None = None,
+                   issues: list[Issue] | None = None, check_audio: bool = True,
+                   progress: Progress | None = None) -> LoadResult:
+    """Map raw rows through ``preset``; every row that fails becomes an issue."""
+    rows = list(rows)
+    issues = list(issues or [])
+    if columns is not None:
+        missing = preset.missing_columns(columns)
+        if missing and rows:
+            raise DataError(f"required column missing (columns are: {', '.join(columns) or 'none'})",
+                            file=file, field=missing[0],
+                            hint=f"The '{preset.name}' layout needs: "
+                                 + ", ".join("|".join(a) for a in preset.required))
+    examples: list[dict] = []
+    stem = Path(file).stem
+    for n, (lineno, row) in enumerate(rows):
+        ctx = RowContext(base_dir=base_dir, audio_cache=audio_cache, row_id=f"{stem}-{lineno}")
+        try:
+            ex = preset.map_row(row, ctx)
+        except RowProblem as p:
+            issues.append(Issue(p.message, file, lineno, p.field, code=p.code))
+            continue
+        ex["meta"].setdefault("source_line", lineno)
+        if preset.kind == SPEECH and check_audio:
+            problem = _check_speech(ex)
+            if problem is not None:
+                problem.file, problem.line = file, lineno
+                issues.append(problem)
+                if problem.severity == "error":
+                    continue
+        examples.append(ex)
+        if progress and n % 50 == 0:
+            report(progress, n / max(len(rows), 1), f"read {n}/{len(rows)} rows")
+    return LoadResult(preset.kind, examples, issues, file, list(columns or []), len(rows))
+
+
+def _check_speech(ex: dict) -> Issue | None:
+    """Read the audio header: fills duration, flags >30 s clips; None when all is well."""
+    path = Path(ex["audio"])
+    if not path.exists():
+        return Issue(f"audio file not found: {path}", field="audio", code="audio_missing")
+    try:
+        info = audio_info(path)
+    except DataError as e:
+        return Issue(f"unreadable audio {path.name}: {e.message}", field="audio", code="audio_unreadable")
+    ex["meta"].setdefault("sample_rate", info["sample_rate"])
+    ex["meta"].setdefault("channels", info["channels"])
+    if ex["duration"] < 0:
+        ex["duration"] = round(info["duration"], 3)
+    if info["duration"] > WHISPER_MAX_SECONDS:
+        ex["meta"]["too_long_for_whisper"] = True
+        return Issue(f"{info['duration']:.1f} s is longer than Whisper's {WHISPER_MAX_SECONDS:.0f} s window "
+                     "(the rest would be cut off)", field="audio", severity="warning", code="too_long")
+    return None
+
+
+def read_table(path: str | Path, *, preset: str | None = None, audio_cache: Path | None = None,
+               check_audio: bool = True, progress: Progress | None = None) -> LoadResult:
+    """Read a JSONL/JSON/CSV/TSV/Parquet file or a NeMo manifest into normalised examples."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix in (".jsonl", ".json"):
+        rows, issues, columns = read_jsonl_rows(path)
+    elif suffix in (".csv", ".tsv"):
+        rows, issues, columns = read_csv_rows(path)
+    elif suffix == ".parquet":
+        rows, issues, columns = read_parquet_rows(path)
+    else:
+        raise DataError(f"unsupported file type '{suffix or path.name}'", file=str(path),
+                        hint="Use .jsonl, .json, .csv, .tsv, .parquet, a NeMo manifest (.json lines), "
+                             "or a folder of audio files with .txt transcripts.")
+    chosen = get_preset(preset) if preset else detect_preset(columns)
+    if chosen is None:
+        if not rows:
+            return LoadResult("text", [], issues, str(path), columns, 0)
+        raise DataError(f"cannot tell what the columns mean ({', '.join(columns)})", file=str(path),
+                        hint="Name them prompt/response (text) or audio/text (speech), or pick a preset.")
+    return normalise_rows(rows, chosen, file=str(path), base_dir=path.parent, audio_cache=audio_cache,
+                          columns=columns, issues=issues, check_audio=check_audio, progress=progress)
+
+
+def read_audio_folder(folder: str | Path, *, check_audio: bool = True,
+                      progress: Progress | None = None) -> LoadResult:
+    """A folder of audio files, each with a same-named ``.txt`` transcript beside it."""
+    folder = Path(folder)
+    audio = sorted(p for p in folder.rglob("*") if p.suffix.lower() in AUDIO_SUFFIXES and p.is_file())
+    if not audio:
+        raise DataError("no audio files found (looked for " + ", ".join(AUDIO_SUFFIXES) + ")",
+                        file=str(folder))
+    rows: Rows = []
+    issues: list[Issue] = []
+    for i, p in enumerate(audio, start=1):
+        txt = p.with_suffix(".txt")
+        rel = str(p.relative_to(folder))
+        if not txt.exists():
+            issues.append(Issue(f"no transcript {txt.name} next to the audio", rel, None, "text",
+                                code="missing_transcript"))
+            continue
+        rows.append((i, {"id": p.stem, "audio": str(p),
+                         "text": txt.read_text(encoding="utf-8", errors="replace").strip()}))
+    res = normalise_rows(rows, get_preset("speech"), file=str(folder), base_dir=folder, columns=None,
+                         issues=issues, check_audio=check_audio, progress=progress)
+    # Name the audio file rather than a row number: a folder has no lines.
+    by_line = {n: r["audio"] for n, r in rows}
+    for issue in res.issues:
+        if issue.file == str(folder) and issue.line in by_line:
+            issue.file, issue.line = by_line[issue.line], None
+    for ex in res.examples:
+        ex["meta"]["source_file"] = ex["audio"]
+        ex["meta"].pop("source_line", None)
+    return res
+
+
+def read_hub(hub_id: str, *, preset: str | None = None, split: str = "train", config: str | None = None,
+             limit: int | None = 1000, audio_cache: Path | None = None,
+             progress: Progress | None = None) -> LoadResult:
+    """Load a Hugging Face hub dataset (or a local folder ``datasets`` can read) and map it.
+
+    Audio columns are read undecoded (bytes or path) and written into ``audio_cache``, so
+    no audio decoding backend beyond soundfile is needed.
+    """
+    from engine.data.presets import preset_for_hub_id
+
+    chosen = get_preset(preset) if preset else preset_for_hub_id(hub_id)
+    try:
+        import datasets
+    except ImportError as e:  # pragma: no cover
+        raise MissingDependency("datasets", "Loading hub datasets") from e
+    if config is None and chosen is not None and hub_id in chosen.hub_ids:
+        config = chosen.extra.get("hub_config")
+    report(progress, None, f"loading {hub_id} ({split})")
+    try:
+        ds = datasets.load_dataset(hub_id, config, split=split)
+    except Exception as e:  # offline, unknown id, bad split: all land here with terse text
+        raise DataError(f"cannot load hub dataset ({type(e).__name__}: {str(e).splitlines()[0][:300]})",
+                        file=hub_id, hint="Check the id and split; the Hub may be unreachable from this "
+                                          "machine (download the files and open them as local files).") from e
+    for name, feat in ds.features.items():
+        if type(feat).__name__ == "Audio":
+            ds = ds.cast_column(name, datasets.Audio(decode=False))
+    columns = list(ds.column_names)
+    chosen = chosen or detect_preset(columns)
+    if chosen is None:
+        raise DataError(f"cannot tell what the columns mean ({', '.join(columns)})", file=hub_id,
+                        hint="Pick a preset.")
+    n = len(ds) if limit is None else min(len(ds), limit)
+    rows = [(i + 1, ds[i]) for i in range(n)]
+    return normalise_rows(rows, chosen, file=f"{hub_id}[{split}]", base_dir=Path.cwd(),
+                          audio_cache=audio_cache, columns=columns, progress=progress)
+
+
+def read_any(path: str | Path, *, preset: str | None = None, audio_cache: Path | None = None,
+             check_audio: bool = True, progress: Progress | None = None) -> LoadResult:
+    """A file or folder on disk: a dataset folder (all splits), a table, or an audio folder."""
+    path = Path(path)
+    if not path.exists():
+        raise DataError("not found", file=str(path))
+    if path.is_dir():
+        if (path / "dataset.json").exists():
+            from engine.data.datasets import DatasetDir
+
+            return DatasetDir(path).load_all()
+        tables = sorted(p for p in path.iterdir() if p.suffix.lower() in TABLE_SUFFIXES)
+        if tables and not any(p.suffix.lower() in AUDIO_SUFFIXES for p in path.iterdir()):
+            raise DataError("a folder of tables: pick one file", file=str(path),
+                            hint="Files here: " + ", ".join(p.name for p in tables[:10]))
+        return read_audio_folder(path, check_audio=check_audio, progress=progress)
+    return read_table(path, preset=preset, audio_cache=audio_cache, check_audio=check_audio,
+                      progress=progress)

@@ -1,0 +1,270 @@
+"""A run is a folder; this module reads it (and writes its status atomically).
+
+Layout (see DESIGN.md)::
+
+    <workspace>/runs/<run-id>/
+      config.yaml     resolved RunConfig, written before any job starts
+      status.json     the training job's state: queued|running|completed|failed|stopped, pid, ...
+      jobs/<kind>.json  the same for other job kinds on this run (evaluate, export)
+      metrics.jsonl   one JSON object per log step / evaluation
+      job.log         the job processes' stdout+stderr
+      checkpoints/    Trainer checkpoints (resume points)
+      adapter/        final PEFT adapter;  model/ for a full fine-tune
+      eval/  export/  written by the evaluate / export jobs
+
+The UI and CLI only read these files, the job process only writes them, which is what lets
+a page reload or a UI restart re-attach to a running job.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from engine import atomic
+from engine.errors import MedtuneError, PathError
+
+STATES = ("queued", "running", "completed", "failed", "stopped")
+ACTIVE = ("queued", "running")
+
+
+def now_iso() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def pid_alive(pid: int | None, started: float | None = None) -> bool:
+    """True while ``pid`` is a live (non-zombie) process; with ``started`` (its create time)
+    a recycled pid belonging to some other process counts as dead."""
+    if not pid:
+        return False
+    import psutil
+
+    try:
+        p = psutil.Process(int(pid))
+        if p.status() == psutil.STATUS_ZOMBIE:
+            return False
+        if started is not None and abs(p.create_time() - float(started)) > 2.0:
+            return False
+        return True
+    except (psutil.NoSuchProcess, psutil.AccessDenied, ValueError):
+        return False
+
+
+class Run:
+    """One run folder. Cheap to construct; every accessor re-reads the files."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.id = self.path.name
+
+    def __repr__(self) -> str:
+        return f"Run({self.id!r})"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Run) and other.path == self.path
+
+    def __hash__(self) -> int:
+        return hash(self.path)
+
+    # ---- files ---------------------------------------------------------------------------
+    @property
+    def config_path(self) -> Path:
+        return self.path / "config.yaml"
+
+    @property
+    def metrics_path(self) -> Path:
+        return self.path / "metrics.jsonl"
+
+    @property
+    def log_path(self) -> Path:
+        return self.path / "job.log"
+
+    @property
+    def checkpoints_dir(self) -> Path:
+        return self.path / "checkpoints"
+
+    @property
+    def adapter_dir(self) -> Path:
+        return self.path / "adapter"
+
+    @property
+    def model_dir(self) -> Path:
+        """Full fine-tunes save the whole model here instead of adapter/."""
+        return self.path / "model"
+
+    @property
+    def eval_dir(self) -> Path:
+        return self.path / "eval"
+
+    @property
+    def export_dir(self) -> Path:
+        return self.path / "export"
+
+    def status_path(self, kind: str = "train") -> Path:
+        return self.path / "status.json" if kind == "train" else self.path / "jobs" / f"{kind}.json"
+
+    # ---- reading -------------------------------------------------------------------------
+    def config(self):
+        from engine.config import load_config
+
+        return load_config(self.config_path)
+
+    def raw_status(self, kind: str = "train") -> dict[str, Any]:
+        try:
+            return json.loads(self.status_path(kind).read_text())
+        except FileNotFoundError:
+            return {}
+        except ValueError:  # written atomically, so only a foreign edit gets here
+            return {"state": "failed", "error": f"{self.status_path(kind)} is not valid JSON"}
+
+    def status(self, kind: str = "train") -> dict[str, Any]:
+        """The job's status, with a running job whose process is gone shown as failed (killed).
+
+        Keys: state, label (state plus reason, for display), pid, started, ended, error, hint,
+        kind, progress (0..1), step, max_steps, eta_s.
+        """
+        st = self.raw_status(kind)
+        if not st:
+            return {}
+        if st.get("state") == "running" and not pid_alive(st.get("pid"), st.get("pid_started")):
+            st = dict(st, state="failed", reason="killed",
+                      error="The job process ended without reporting back (killed, or the machine restarted).",
+                      hint="Resume the run: it continues from its last checkpoint.")
+        st.setdefault("kind", kind)
+        reason = st.get("reason")
+        st["label"] = f"{st.get('state', '?')} ({reason})" if reason else st.get("state", "?")
+        return st
+
+    def write_status(self, kind: str = "train", /, **fields: Any) -> dict[str, Any]:
+        """Merge ``fields`` into the status file (atomic replace; None deletes a key)."""
+        st = self.raw_status(kind)
+        st.update(fields)
+        st = {k: v for k, v in st.items() if v is not None}
+        st["updated"] = now_iso()
+        atomic.write_json(self.status_path(kind), st)
+        return st
+
+    def metrics(self) -> list[dict[str, Any]]:
+        """Parsed metrics.jsonl; a torn last line (a write in flight) is skipped."""
+        out = []
+        try:
+            text = self.metrics_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return out
+        for line in text.splitlines():
+            line = line.strip()
+            if not line:
+                continue
+            try:
+                out.append(json.loads(line))
+            except ValueError:
+                continue
+        return out
+
+    def truncate_metrics(self, last_step: int) -> int:
+        """Drop metrics lines past ``last_step`` (resume point); returns lines dropped."""
+        rows = self.metrics()
+        keep = [r for r in rows if int(r.get("step", 0)) <= last_step]
+        if len(keep) != len(rows) or self.metrics_path.exists():
+            atomic.write_text(self.metrics_path, "".join(json.dumps(r) + "\n" for r in keep))
+        return len(rows) - len(keep)
+
+    def log_tail(self, n: int = 50) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(0, 2)
+                size = f.tell()
+                f.seek(max(0, size - 200 * n - 4096))
+                data = f.read().decode("utf-8", errors="replace")
+        except FileNotFoundError:
+            return ""
+        return "\n".join(data.splitlines()[-n:])
+
+    def latest_checkpoint(self) -> Path | None:
+        """Newest *complete* checkpoint. The Trainer writes trainer_state.json last, so a
+        folder without it was cut off mid-save (e.g. SIGKILL) and is not a resume point."""
+        best, best_step = None, -1
+        for p in self.checkpoints_dir.glob("checkpoint-*"):
+            m = re.fullmatch(r"checkpoint-(\d+)", p.name)
+            if m and (p / "trainer_state.json").is_file() and int(m.group(1)) > best_step:
+                best, best_step = p, int(m.group(1))
+        return best
+
+    def summary(self) -> dict[str, Any]:
+        """One row for run tables: name, model, data, state, progress, best eval."""
+        st = self.status()
+        try:
+            import yaml
+
+            raw = yaml.safe_load(self.config_path.read_text()) or {}
+        except (OSError, ValueError):
+            raw = {}
+        rows = self.metrics()
+        evals = [r["eval_loss"] for r in rows if r.get("eval_loss") is not None]
+        wers = [r["wer"] for r in rows if r.get("wer") is not None]
+        return {
+            "run": self.id,
+            "model": (raw.get("model") or {}).get("name", ""),
+            "data": (raw.get("data") or {}).get("dataset", ""),
+            "state": st.get("label", ""),
+            "progress": round(float(st.get("progress") or 0.0), 3),
+            "best_eval_loss": round(min(evals), 4) if evals else None,
+            "best_wer": round(min(wers), 4) if wers else None,
+            "created": st.get("created", ""),
+        }
+
+
+def list_runs(workspace) -> list[Run]:
+    """Runs in the workspace, newest first. Ordered by when config.yaml was written (once,
+    at creation) rather than by id: ids given by hand or by other tools need not sort by time."""
+    if not workspace.runs.is_dir():
+        return []
+    runs = [Run(p) for p in workspace.runs.iterdir()
+            if p.is_dir() and not p.name.startswith(".") and (p / "config.yaml").is_file()]
+    return sorted(runs, key=lambda r: (r.config_path.stat().st_mtime, r.id), reverse=True)
+
+
+def get_run(workspace, run_id: str) -> Run:
+    """The run called ``run_id`` (a folder name under runs/); PathError when unknown."""
+    rid = str(run_id).strip()
+    if not rid or "/" in rid or "\\" in rid or rid.startswith("."):
+        raise PathError(f"'{run_id}' is not a run id.")
+    run = Run(workspace.runs / rid)
+    if not run.config_path.is_file():
+        known = ", ".join(r.id for r in list_runs(workspace)[:10]) or "none yet"
+        raise PathError(f"No run called '{rid}' in {workspace.runs}.", hint=f"Known runs: {known}")
+    return run
+
+
+def new_run_id(workspace, name: str | None) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", (name or "run").lower()).strip("-")[:40] or "run"
+    base = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + f"-{slug}"
+    rid, i = base, 2
+    while (workspace.runs / rid).exists():
+        rid, i = f"{base}-{i}", i + 1
+    return rid
+
+
+def create_run(workspace, cfg, name: str | None = None) -> Run:
+    """Make the run folder and write its resolved config before anything else happens."""
+    from engine.config import RunConfig
+
+    if not isinstance(cfg, RunConfig):
+        raise MedtuneError("create_run needs a RunConfig")
+    rid = new_run_id(workspace, name or _default_name(cfg))
+    path = workspace.runs / rid
+    path.mkdir(parents=True)
+    atomic.write_text(path / "config.yaml", cfg.to_yaml(f"# run {rid}\n# resume: medtune runs resume {rid}"))
+    run = Run(path)
+    run.write_status("train", state="queued", created=now_iso(), name=name or rid, progress=0.0)
+    return run
+
+
+def _default_name(cfg) -> str:
+    model = Path(cfg.model.name).name.replace("/", "-")
+    data = Path(cfg.data.dataset).name
+    return f"{model}-{data}"
