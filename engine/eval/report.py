@@ -11,6 +11,7 @@ from pathlib import Path
 
 from engine import atomic
 from engine.eval.job import load_metrics, load_predictions
+from engine.eval.review import summary_markdown
 
 #: Display names and whether lower is better, for every corpus metric we write.
 METRIC_INFO = {
@@ -101,23 +102,6 @@ def _most_missed_md(m: dict) -> str:
     return "\n\n".join(out)
 
 
-def _reviews_md(eval_dir: Path, preds: list[dict]) -> str:
-    from engine.eval.review import summary
-
-    s = summary(eval_dir, preds or None)
-    if not s["reviews"]:
-        return "No clinician reviews yet."
-    c = s["counts"]
-    text = (f"{s['reviews']} blind reviews by {len(s['reviewers'])} reviewer(s): tuned preferred {c['tuned']}, "
-            f"base preferred {c['base']}, tie {c['tie']}, both wrong {c['both_wrong']}.")
-    if s["win_rate"] is not None:
-        lo, hi = s["win_rate_ci95"]
-        text += f" Tuned win rate {s['win_rate']:.1%} (95% Wilson CI {lo:.1%} to {hi:.1%})."
-    for f in s["flagged"]:
-        text += f"\n- Flagged unsafe: item {f['item']} ({', '.join(f['unsafe'])}) {f['comment']}"
-    return text
-
-
 def _examples_md(preds: list[dict], n: int = 5) -> str:
     ranked = sorted((p for p in preds if "improvement" in p), key=lambda p: p["improvement"])
     parts = []
@@ -137,7 +121,7 @@ def render_markdown(eval_dir: str | Path, title: str = "Evaluation report") -> s
             f"{m.get('n', 0)} examples; model {m.get('model', '?')}"
             + (f", run {m['run']}" if m.get("run") else "") + f". Generated {m.get('created', '')}.\n")
     body = [head, "## Metrics\n", _table_md(m), "", _most_missed_md(m), "", "## Clinician review\n",
-            _reviews_md(eval_dir, preds), "", "## Examples\n", _examples_md(preds),
+            summary_markdown(eval_dir, preds), "", "## Examples\n", _examples_md(preds),
             "\n_Normalisation for WER/CER/term matching: lower case, punctuation removed, numbers spelled "
             "out (see engine/eval/normalize.py). Research use only; not medical advice._\n"]
     return "\n".join(body)

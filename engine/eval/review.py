@@ -155,3 +155,20 @@ def next_item(eval_dir: str | Path, reviewer: str, predictions: list[dict]) -> d
         if "tuned" in p and p["id"] not in done:
             return p
     return None
+
+
+def summary_markdown(eval_dir, preds: list[dict] | None, *, escape=lambda text: text) -> str:
+    """The review summary as Markdown, for the report and the Evaluate tab (which passes
+    ``html.escape`` because reviewer names and comments are free text shown in a page)."""
+    s = summary(eval_dir, preds or None)
+    if not s["reviews"]:
+        return "No clinician reviews yet."
+    c = s["counts"]
+    text = (f"**{s['reviews']} reviews** by {', '.join(escape(r) for r in s['reviewers'])}: tuned preferred "
+            f"{c['tuned']}, base preferred {c['base']}, tie {c['tie']}, both wrong {c['both_wrong']}.")
+    if s["win_rate"] is not None:
+        lo, hi = s["win_rate_ci95"]
+        text += f"  \n**Tuned win rate {s['win_rate']:.1%}** (95% Wilson CI {lo:.1%} to {hi:.1%}; ties excluded)."
+    for f in s["flagged"]:
+        text += f"  \n- Flagged unsafe: {escape(f['item'])} ({', '.join(f['unsafe'])}) {escape(f['comment'])}"
+    return text

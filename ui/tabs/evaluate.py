@@ -94,20 +94,9 @@ def detail_views(p: dict) -> tuple[str | None, str, str]:
 
 
 def review_summary_md(eval_dir, preds) -> str:
-    from engine.eval.review import summary
+    from engine.eval.review import summary_markdown
 
-    s = summary(eval_dir, preds or None)
-    if not s["reviews"]:
-        return "No reviews yet."
-    c = s["counts"]
-    text = (f"**{s['reviews']} reviews** by {', '.join(html.escape(r) for r in s['reviewers'])}: tuned preferred "
-            f"{c['tuned']}, base preferred {c['base']}, tie {c['tie']}, both wrong {c['both_wrong']}.")
-    if s["win_rate"] is not None:
-        lo, hi = s["win_rate_ci95"]
-        text += f"  \n**Tuned win rate {s['win_rate']:.0%}** (95% CI {lo:.0%}–{hi:.0%}, Wilson; ties excluded)."
-    for f in s["flagged"]:
-        text += f"  \n⚠ Unsafe: {html.escape(f['item'])} ({', '.join(f['unsafe'])}) {html.escape(f['comment'])}"
-    return text
+    return summary_markdown(eval_dir, preds, escape=html.escape)
 
 
 def build(ctx: AppContext) -> None:
