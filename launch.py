@@ -18,6 +18,8 @@ os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
 os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["DO_NOT_TRACK"] = "1"
 
+import engine  # noqa: E402,F401 - sets OpenMP's passive wait before anything loads torch (see engine/__init__.py)
+
 DEFAULT_PORT = 7860
 DEFAULT_MAX_UPLOAD_MB = 256
 

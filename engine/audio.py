@@ -54,6 +54,10 @@ def audio_info(path: str | os.PathLike) -> dict:
     """Duration, sample rate and channels without decoding the whole file."""
     import soundfile as sf
 
+    if not Path(path).exists():
+        raise DataError("audio file not found", file=str(path))
+    if Path(path).stat().st_size == 0:
+        raise DataError("audio file is empty (0 bytes)", file=str(path))
     try:
         info = sf.info(str(path))
     except Exception as e:

@@ -11,6 +11,9 @@ from __future__ import annotations
 import dataclasses
 import importlib.util
 import json
+import math
+import re
+import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,7 +21,7 @@ from typing import Any
 
 import yaml
 
-from engine.errors import ConfigError
+from engine.errors import ConfigError, MedtuneError
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
@@ -86,7 +89,7 @@ class TrainConfig:
                          "are truncated. Batches are padded only to their longest member.", min=8, max=131072)
     gradient_checkpointing: bool = _f(False, "Recompute activations in the backward pass: less memory, "
                                       "~30% slower.")
-    seed: int = _f(42, "Random seed (data order, LoRA init).", min=0)
+    seed: int = _f(42, "Random seed (data order, LoRA init).", min=0, max=2**32 - 1)
     precision: str = _f("auto", "Mixed precision: auto (bf16 on a GPU that supports it, else fp32), fp32, "
                         "bf16 or fp16 (bf16/fp16 need a CUDA GPU).", choices=["auto", "fp32", "bf16", "fp16"])
     device: str = _f("auto", "auto = the CUDA GPU when there is one, else the CPU.", choices=["auto", "cpu", "cuda"])
@@ -217,21 +220,34 @@ def _coerce(value: Any, typ: type, path: str, problems: list[str]) -> Any:
             return str(value)
         if isinstance(value, list) and all(isinstance(v, str) for v in value):
             return ",".join(value)  # target_modules given as a YAML list
-    problems.append(f"{path}: expected {_TYPE_WORD[typ]}, got {value!r}")
+    problems.append(f"{path}: expected {_TYPE_WORD[typ]}, got {_short(value)}")
     return None
 
 
 _TYPE_WORD = {bool: "true/false", int: "an integer", float: "a number", str: "a string"}
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxlist, _REPR.maxdict, _REPR.maxstring, _REPR.maxother = 2, 5, 5, 80, 80
+
+
+def _short(value: Any) -> str:
+    """A bounded repr for messages: a YAML alias bomb or a 5 MB string stays a short line."""
+    return _REPR.repr(value)
+
+
+#: A split is a file name in the dataset folder (no '/', no '..'); the same rule as
+#: engine.data.datasets.SPLIT_NAME, checked here so the form names the field.
+_SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+
 
 def _build_section(cls: type, raw: Any, name: str, problems: list[str]) -> Any:
     if not isinstance(raw, dict):
-        problems.append(f"{name}: expected a mapping, got {raw!r}")
+        problems.append(f"{name}: expected a mapping, got {_short(raw)}")
         return cls()
     kwargs = {}
     names = {f.name for f in dataclasses.fields(cls)}
     for key, value in raw.items():
-        path = f"{name}.{key}"
+        path = f"{name}.{_short(key) if not isinstance(key, str) else key[:80]}"
         if key not in names:
             problems.append(f"{path}: unknown key (known: {', '.join(sorted(names))})")
             continue
@@ -244,7 +260,9 @@ def _build_section(cls: type, raw: Any, name: str, problems: list[str]) -> Any:
 def _check_field(path: str, value: Any, meta: Any) -> list[str]:
     out = []
     if "choices" in meta and value not in meta["choices"]:
-        out.append(f"{path}: must be one of {', '.join(map(str, meta['choices']))}, got {value!r}")
+        out.append(f"{path}: must be one of {', '.join(map(str, meta['choices']))}, got {_short(value)}")
+    if isinstance(value, float) and not math.isfinite(value):
+        return out + [f"{path}: must be a finite number, got {value}"]
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         lo, hi = meta.get("min"), meta.get("max")
         if lo is not None and (value <= lo if meta.get("exclusive_min") else value < lo):
@@ -291,6 +309,8 @@ SHIPPED_KINDS = {"med-dictation": "speech", "med-qa": "text", "pubmedqa-synth": 
 
 
 def dataset_kind(ref: str, workspace: Any = None) -> str | None:
+    """'text'/'speech' of a shipped name or a dataset folder in ``workspace``; None when it
+    cannot be told (no workspace given, or a path outside it: nothing outside is opened)."""
     try:
         from engine.data.datasets import SHIPPED
 
@@ -300,16 +320,27 @@ def dataset_kind(ref: str, workspace: Any = None) -> str | None:
         pass
     if ref in SHIPPED_KINDS:
         return SHIPPED_KINDS[ref]
-    p = Path(ref).expanduser()
-    if workspace is not None and not p.is_absolute():
-        p = Path(workspace.root) / p
-    meta = p / "dataset.json"
+    if workspace is None or not ref.strip():
+        return None
+    try:
+        meta = _dataset_folder(ref, workspace) / "dataset.json"
+    except MedtuneError:
+        return None
     if meta.is_file():
         try:
-            return json.loads(meta.read_text()).get("kind")
+            info = json.loads(meta.read_text(encoding="utf-8"))
         except (OSError, ValueError):
             return None
+        return info.get("kind") if isinstance(info, dict) else None
     return None
+
+
+def _dataset_folder(ref: str, workspace: Any) -> Path:
+    """Where ``open_dataset`` would look for ``ref`` (a saved name, else a path), confined to
+    the workspace; PathError when it points outside."""
+    from engine.data.datasets import saved_dataset
+
+    return saved_dataset(workspace, ref) or workspace.resolve(ref)
 
 
 def _cross_checks(cfg: RunConfig, workspace: Any) -> list[str]:
@@ -326,6 +357,18 @@ def _cross_checks(cfg: RunConfig, workspace: Any) -> list[str]:
         out.append("model.name: must not be empty")
     if not cfg.data.dataset.strip():
         out.append("data.dataset: must not be empty")
+    elif workspace is not None and cfg.data.dataset.strip() not in SHIPPED_KINDS:
+        try:  # a saved dataset's name or a path: either must stay inside the workspace
+            _dataset_folder(cfg.data.dataset, workspace)
+        except MedtuneError as e:
+            out.append(f"data.dataset: {e.message}")
+    if not cfg.data.train_split.strip():
+        out.append("data.train_split: must not be empty")
+    for name in ("train_split", "eval_split", "test_split"):
+        value = getattr(cfg.data, name).strip()
+        if value and not _SPLIT_NAME.fullmatch(value):
+            out.append(f"data.{name}: '{value[:80]}' is not a split name (letters, digits, '.', '_' and '-', "
+                       "e.g. train, validation, test)")
     try:  # NeMo-backend models (Canary-Qwen) have their own limits; [] for everything else
         from engine.nemo.availability import config_problems
     except ImportError:
@@ -348,16 +391,39 @@ def load_config(path: str | Path) -> RunConfig:
     """Read and validate a YAML run config; ConfigError lists every problem, naming fields."""
     path = Path(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = path.read_bytes()
     except FileNotFoundError:
         raise ConfigError([f"file not found: {path}"], source=str(path)) from None
+    except OSError as e:  # a folder, no permission
+        raise ConfigError([f"cannot read the file ({e.strerror or e})"], source=str(path)) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        start = e.start + (3 if data.startswith(b"\xef\xbb\xbf") else 0)  # utf-8-sig counts after the BOM
+        line = data.count(b"\n", 0, start) + 1
+        raise ConfigError([f"not UTF-8 text: byte 0x{data[start]:02x} at byte offset {start} (line {line}) "
+                           "is not valid UTF-8; save the file as UTF-8"], source=str(path)) from None
+    try:
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
-        raise ConfigError([f"not valid YAML: {err}"], source=str(path)) from None
+        raise ConfigError([f"not valid YAML{_yaml_where(err)}"], source=str(path)) from None
+    if raw is None:
+        raise ConfigError(["the file holds no settings (it is empty or only comments); expected sections "
+                           f"{', '.join(_SECTIONS)}"], source=str(path))
     cfg, problems = RunConfig.parse(raw)
     problems += cfg.validate()
     if problems:
         raise ConfigError(problems, source=str(path))
     return cfg
+
+
+def _yaml_where(err: yaml.YAMLError) -> str:
+    """' at line L, column C: what' from a YAML error (its own text quotes the whole file)."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    what = "; ".join(str(x) for x in (getattr(err, "context", None), getattr(err, "problem", None)) if x)
+    if mark is None:
+        return f": {what or err}"
+    return f" at line {mark.line + 1}, column {mark.column + 1}: {what or 'syntax error'}"
 
 
 def iter_fields(cfg: RunConfig | None = None):

@@ -123,7 +123,7 @@ def _enqueue_locked(d: Path, run: Run, kind: str, params: dict[str, Any], not_be
 AUTO_RESUME_BASE_S = 10.0
 #: Failures that a retry cannot fix: auto-resume leaves these alone.
 _NO_RETRY = {"config error", "data error", "missing dependency", "CUDA required", "out of memory",
-             "model error", "path error"}
+             "model error", "path error", "disk full"}
 
 
 def _maybe_auto_resume(d: Path, run: Run, reason: str) -> bool:
@@ -336,6 +336,12 @@ def _progress_writer(run: Run, kind: str):
     return progress
 
 
+def _say(msg: str) -> None:
+    """A [medtune] line in job.log; a full disk must not turn logging into a second failure."""
+    with contextlib.suppress(OSError):
+        print(f"[medtune] {msg}", flush=True)
+
+
 def _resolve(kind: str):
     mod, _, fn = JOB_KINDS[kind].partition(":")
     return getattr(importlib.import_module(mod), fn)
@@ -343,7 +349,7 @@ def _resolve(kind: str):
 
 def run_job(run_dir: str | Path, kind: str) -> int:
     """Body of ``python -m engine.jobs``: run one job and record how it ended."""
-    from engine.train.failures import classify
+    from engine.train.failures import classify, make_room, write_failed_status
 
     run = Run(Path(run_dir).resolve())
     workspace = Workspace(run.path.parent.parent)
@@ -371,11 +377,15 @@ def run_job(run_dir: str | Path, kind: str) -> int:
                          hint="Resume continues from the last checkpoint." if kind == "train" else None)
         print(f"[medtune] {now_iso()} {kind} job stopped", flush=True)
     except BaseException as exc:  # noqa: BLE001 - every failure must end in a readable state
-        traceback.print_exc()
-        reason, error, hint = classify(exc)
-        run.write_status(kind, state="failed", reason=reason, error=error, hint=hint, ended=now_iso(),
-                         message="failed")
-        print(f"[medtune] {now_iso()} {kind} job failed ({reason}): {error}", flush=True)
+        with contextlib.suppress(OSError):  # a full disk refuses job.log too
+            traceback.print_exc()
+        reason, error, hint = classify(exc, kind)
+        if reason == "disk full":  # drop what was half-written, so the failure can be recorded
+            with contextlib.suppress(Exception):
+                make_room(run, kind, lambda m: _say(f"{now_iso()} {m}"))
+        write_failed_status(run, kind, state="failed", reason=reason, error=error, hint=hint, ended=now_iso(),
+                            message="failed")
+        _say(f"{now_iso()} {kind} job failed ({reason}): {error}")
         code = 1
         if kind == "train":
             with contextlib.suppress(Exception), _locked(workspace) as d:

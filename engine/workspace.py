@@ -74,16 +74,41 @@ class Workspace:
         raw = str(user_path).strip()
         if not raw:
             raise PathError("Empty path.")
-        p = Path(raw).expanduser()
-        if not p.is_absolute():
-            p = self.root / p
-        resolved = p.resolve()
-        roots = [self.root.resolve()] + ([ASSETS.resolve()] if allow_assets else [])
-        if not any(resolved == r or r in resolved.parents for r in roots):
+        shown = raw.replace("\x00", "\\0") if len(raw) <= 200 else raw[:200].replace("\x00", "\\0") + "..."
+        if "\x00" in raw:  # os calls raise a bare ValueError on these
+            raise PathError(f"'{shown}' is not a valid path (it contains a NUL character).")
+        try:
+            p = Path(raw).expanduser()
+            if not p.is_absolute():
+                p = self.root / p
+            resolved = p.resolve()
+            inside = self.contains(resolved, allow_assets=allow_assets)
+            exists = resolved.exists() if inside and must_exist else True
+        except (OSError, RuntimeError) as e:  # ENAMETOOLONG, "~nobody", too many symlink levels
+            why = (getattr(e, "strerror", None) or str(e)).rstrip(".")
+            raise PathError(f"'{shown}' is not a usable path ({why}).") from None
+        if not inside:
             raise PathError(
-                f"'{raw}' is outside the workspace ({self.root}).",
+                f"'{shown}' is outside the workspace ({self.root}).",
                 hint="Upload the file through the app or copy it into the workspace first.",
             )
-        if must_exist and not resolved.exists():
-            raise PathError(f"'{raw}' does not exist (looked for {resolved}).")
+        if not exists:
+            raise PathError(f"'{shown}' does not exist (looked for {resolved}).")
         return resolved
+
+    def roots(self, *, allow_assets: bool = True) -> list[Path]:
+        """The folders user paths may point into: the workspace (and the shipped assets)."""
+        return [self.root.resolve()] + ([ASSETS.resolve()] if allow_assets else [])
+
+    def contains(self, path: str | os.PathLike, *, allow_assets: bool = True) -> bool:
+        """Whether ``path`` (symlinks resolved) lies inside the workspace (or the assets)."""
+        return inside_any(path, self.roots(allow_assets=allow_assets))
+
+
+def inside_any(path: str | os.PathLike, roots: list[Path]) -> bool:
+    """Whether ``path``, with every symlink resolved, lies in one of ``roots`` (resolved)."""
+    try:
+        resolved = Path(path).resolve()
+    except (OSError, RuntimeError, ValueError):
+        return False
+    return any(resolved == r or r in resolved.parents for r in roots)

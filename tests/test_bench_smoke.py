@@ -49,6 +49,64 @@ def test_compare_memory_quick(tmp_path):
     assert "answers identical across variants" in lines[-1], lines[-1]
 
 
+def _bench_module(name: str):
+    """Import a bench/ script as a module (the scripts import their sibling ``_common``)."""
+    import importlib.util
+
+    if str(REPO / "bench") not in sys.path:
+        sys.path.insert(0, str(REPO / "bench"))
+    spec = importlib.util.spec_from_file_location(f"bench_{name}", REPO / "bench" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def test_compare_memory_shape_real_architecture(tmp_path):
+    """``compare_memory.py --shape``: the presets are the published architectures (parameter
+    counts on the meta device), a tiny shape builds a folder the ordinary loader reads, with
+    the embedded tokenizer and a marker saying the weights are random; bad configs are refused.
+    (The end-to-end ``--quick --shape tiny`` run takes as long as the test above, so it is
+    left to the script; this checks the new part in-process, in seconds.)"""
+    import json
+
+    import torch
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    from engine import infer
+    from engine.errors import ModelError
+    from engine.models.loader import load_model
+
+    cm = _bench_module("compare_memory")
+    for shape, params, layers in (("smollm2-360m", 361_821_120, 32), ("smollm2-1.7b", 1_711_376_384, 24)):
+        cfg = cm.shape_config(shape)
+        model_type = cfg.pop("model_type")
+        with torch.device("meta"):
+            m = AutoModelForCausalLM.from_config(AutoConfig.for_model(model_type, **cfg))
+        assert sum(p.numel() for p in m.parameters()) == params, shape
+        assert m.config.num_hidden_layers == layers and m.config.tie_word_embeddings and m.config.vocab_size == 49152
+
+    out = tmp_path / "tiny"
+    _, n = cm.build_random_model("tiny", out)
+    marker = json.loads((out / cm.RANDOM_MARKER).read_text())
+    assert marker["weights"] == "random weights, real architecture" and marker["params"] == n
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    lm = load_model(str(out), device="cpu")  # the ordinary path any local folder takes
+    assert lm.kind == "text" and lm.model.config.hidden_size == 64 and lm.model.dtype == torch.float32
+    assert len(infer.generate_batch(lm, ["What is sepsis?"], max_new_tokens=2)) == 1
+
+    bad = tmp_path / "bad" / "config.json"
+    bad.parent.mkdir()
+    bad.write_text(json.dumps({"hidden_size": 64, "vocab_size": 1000}))
+    with pytest.raises(ModelError, match=r"config\.json: field vocab_size=1000"):
+        cm.shape_config(str(bad.parent))
+    huge = tmp_path / "huge.json"  # ~4.4T parameters: two float32 copies fit in no machine's RAM
+    huge.write_text(json.dumps({"hidden_size": 65536, "intermediate_size": 262144, "num_hidden_layers": 64,
+                                "num_attention_heads": 512, "num_key_value_heads": 512, "head_dim": 128}))
+    with pytest.raises(ModelError, match="two-copy baseline needs about"):
+        cm.build_random_model(str(huge), tmp_path / "never")
+    assert not (tmp_path / "never").exists()
+
+
 @pytest.mark.slow
 @heavy
 @pytest.mark.parametrize("script", ["text_train_throughput.py", "speech_train_throughput.py"])

@@ -83,6 +83,16 @@ def test_eval_job_writes_complete_predictions(text_setup, tmp_path):
     assert metrics["delta"]["rouge_l"] == pytest.approx(metrics["tuned"]["rouge_l"] - metrics["base"]["rouge_l"])
     assert seen and seen[-1] == 1.0
 
+    # A second evaluation (another split here) keeps the first one's files under history/.
+    write_dataset(folder, {"test": rows, "other": rows[:1]}, name="tiny-qa", kind="text", seed=0, source="test")
+    eval_job(run, {"dataset": str(folder), "split": "other", "batch_size": 2, "max_new_tokens": 6},
+             lambda f, m: None)
+    assert [p["id"] for p in load_predictions(run.eval_dir)] == ["q0"]
+    (old,) = (run.eval_dir / "history").iterdir()
+    assert old.name.endswith("-tiny-qa-test")
+    assert [p["id"] for p in load_predictions(old)] == ["q0", "q1", "q2"]
+    assert json.loads((old / "metrics.json").read_text()) == metrics
+
 
 def test_speech_toggle_and_eval(whisper_dir, workspace, tmp_path):
     from engine.audio import write_flac
@@ -95,7 +105,7 @@ def test_speech_toggle_and_eval(whisper_dir, workspace, tmp_path):
     sentences = ["Start metoprolol twice daily.", "The patient has atrial fibrillation."]
     rows = []
     for i, s in enumerate(sentences):
-        path = tmp_path / f"c{i}.flac"
+        path = workspace.uploads / f"c{i}.flac"  # dataset audio must lie inside the workspace
         write_flac(path, synthesize(s))
         rows.append({"id": f"c{i}", "audio": str(path), "text": s, "duration": 2.0, "meta": {"voice": f"v{i}"}})
     folder = workspace.datasets / "tiny-dict"

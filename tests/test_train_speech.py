@@ -70,3 +70,25 @@ def test_speech_run_with_encoder_lora(workspace, tiny_whisper):
     ac = json.loads((run.adapter_dir / "adapter_config.json").read_text())
     assert "fc1" in ac["target_modules"]
     assert [r["step"] for r in run.metrics() if "loss" in r] == [1, 2]
+
+
+def test_clips_longer_than_whisper_window_are_left_out(tiny_whisper, workspace, capsys):
+    import numpy as np
+    import pytest
+    from transformers import WhisperForConditionalGeneration, WhisperProcessor
+
+    from engine.audio import write_flac
+    from engine.errors import DataError
+    from engine.train import speech
+
+    proc = WhisperProcessor.from_pretrained(tiny_whisper)
+    prefix = speech.prompt_ids(proc, WhisperForConditionalGeneration.from_pretrained(tiny_whisper))
+    short, long = workspace.uploads / "short.flac", workspace.uploads / "long.flac"
+    write_flac(short, np.zeros(16000 * 2, dtype=np.float32))
+    write_flac(long, np.zeros(16000 * 45, dtype=np.float32))
+    rows = [{"audio": str(long), "text": "a long dictation"}, {"audio": str(short), "text": "start metoprolol"}]
+    ds = speech.build_speech_dataset(proc, prefix, rows, 64, None, "train.jsonl")
+    assert len(ds) == 1 and ds[0]["text"] == "start metoprolol"  # references stay paired with their clips
+    assert "left out 1 clip(s) of train.jsonl longer than Whisper's 30 s window: line 1 (45 s)" in capsys.readouterr().out
+    with pytest.raises(DataError, match="all 1 are longer than 30 s"):
+        speech.build_speech_dataset(proc, prefix, rows[:1], 64, None, "train.jsonl")

@@ -69,7 +69,7 @@ def cmd_inspect(args) -> int:
     if args.html:
         from engine.data.plots import stats_figure
 
-        out = ws.resolve(args.html)
+        out = ws.resolve(args.html, allow_assets=False)
         stats_figure(stats).write_html(str(out), include_plotlyjs=True)  # self-contained: works offline
         print(f"plots written to {out}")
     return 0
@@ -98,7 +98,8 @@ def cmd_scrub(args) -> int:
     from engine.data import phi
 
     if args.eval:
-        table = phi.evaluate_phi(args.gold or phi.GOLD_SET, split=args.gold_split)
+        gold = workspace(args).resolve(args.gold, must_exist=True) if args.gold else phi.GOLD_SET
+        table = phi.evaluate_phi(gold, split=args.gold_split)
         print(phi.format_table(table))
         return 0
     if args.text is not None:

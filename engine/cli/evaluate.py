@@ -76,7 +76,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         from engine.eval.report import write_report
 
         run = get_run(ws, args.extra)
-        out = Path(args.out) if args.out else run.eval_dir / f"report.{args.format}"
+        out = ws.resolve(args.out, allow_assets=False) if args.out else run.eval_dir / f"report.{args.format}"
         write_report(run.eval_dir, out, fmt=args.format, title=f"Evaluation of {run.id}")
         print(out)
         return 0

@@ -17,20 +17,24 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import json
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.atomic import atomic_dir, write_json, write_text
+from engine.data.readers import parse_json_line, read_text_utf8, split_lines
 from engine.data.schema import KINDS, SPEECH, TEXT, Issue, LoadResult, check_example
 from engine.data.split import SPLITS, relative_audio
 from engine.errors import DataError, PathError
 from engine.progress import Progress, report, scaled
-from engine.workspace import ASSETS, Workspace
+from engine.workspace import ASSETS, Workspace, inside_any
 
 SHIPPED_DIR = ASSETS / "datasets"
 #: Bump when a shipped set's build changes, so stale workspace copies are rebuilt.
 BUILD_VERSION = 1
+#: A split is a file name in the dataset folder: no '/', no '..'.
+SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 @dataclass(frozen=True)
@@ -54,18 +58,24 @@ SHIPPED: dict[str, ShippedSet] = {
 
 class DatasetDir:
     """A dataset folder on disk. Rows are checked on load; a bad row raises DataError
-    naming the file, line and field (training must not quietly skip data)."""
+    naming the file, line and field (training must not quietly skip data).
 
-    def __init__(self, path: str | Path):
+    ``roots`` (a workspace's :meth:`~engine.workspace.Workspace.roots`) confines the audio
+    paths the rows point at: one outside them is a bad row, and is never opened."""
+
+    def __init__(self, path: str | Path, roots: list[Path] | None = None):
         self.path = Path(path)
+        self.roots = roots
         meta_file = self.path / "dataset.json"
         if not meta_file.exists():
             raise DataError("not a dataset folder (no dataset.json)", file=str(self.path),
                             hint="Save one with the Data tab's Split button or `medtune data split`.")
         try:
-            self.info: dict = json.loads(meta_file.read_text(encoding="utf-8"))
+            self.info: dict = json.loads(read_text_utf8(meta_file))
         except json.JSONDecodeError as e:
             raise DataError(f"not valid JSON ({e.msg})", file=str(meta_file), line=e.lineno) from e
+        if not isinstance(self.info, dict):
+            raise DataError("expected a JSON object", file=str(meta_file))
         self.name: str = str(self.info.get("name") or self.path.name)
         self.kind: str = self.info.get("kind", TEXT)
         if self.kind not in KINDS:
@@ -80,18 +90,20 @@ class DatasetDir:
         return names + extra
 
     def _read(self, split: str, annotate: bool = False) -> tuple[list[dict], list[Issue]]:
+        if not SPLIT_NAME.fullmatch(str(split)):
+            raise DataError(f"'{split}' is not a split name", file=str(self.path), field="split",
+                            hint="Letters, digits, '.', '_' and '-', e.g. train, validation, test.")
         f = self.path / f"{split}.jsonl"
         if not f.exists():
             raise DataError(f"no '{split}' split (has: {', '.join(self.split_names()) or 'none'})",
                             file=str(self.path), field="split")
         examples, issues = [], []
-        for lineno, raw in enumerate(f.read_text(encoding="utf-8").splitlines(), start=1):
+        for lineno, raw in enumerate(split_lines(read_text_utf8(f)), start=1):
             if not raw.strip():
                 continue
-            try:
-                ex = json.loads(raw)
-            except json.JSONDecodeError as e:
-                issues.append(Issue(f"not valid JSON ({e.msg})", str(f), lineno, code="malformed"))
+            ex, problem = parse_json_line(raw)
+            if problem is not None:
+                issues.append(Issue(problem, str(f), lineno, code="malformed"))
                 continue
             problems = check_example(ex, self.kind, file=str(f), line=lineno)
             if problems:
@@ -103,6 +115,10 @@ class DatasetDir:
             if self.kind == SPEECH:
                 p = Path(ex["audio"])
                 ex["audio"] = str(p if p.is_absolute() else (self.path / p).resolve())
+                if self.roots is not None and not inside_any(ex["audio"], self.roots):
+                    issues.append(Issue(f"audio path '{p}' is outside the workspace (not read)", str(f), lineno,
+                                        "audio", code="outside_workspace"))
+                    continue
                 ex.setdefault("duration", -1.0)
             examples.append(ex)
         return examples, issues
@@ -130,7 +146,12 @@ class DatasetDir:
 
     def terms(self) -> list[str]:
         name = self.info.get("terms_file")
-        if not name or not (self.path / name).exists():
+        if not name:
+            return []
+        if not isinstance(name, str) or not inside_any(self.path / name, [self.path.resolve()]):
+            raise DataError(f"terms_file '{name}' must name a file inside the dataset folder",
+                            file=str(self.path / "dataset.json"), field="terms_file")
+        if not (self.path / name).exists():
             return []
         return read_terms(self.path / name)
 
@@ -138,7 +159,7 @@ class DatasetDir:
 def read_terms(path: Path) -> list[str]:
     """One term per line; blank lines and ``#`` comments ignored; order kept, no duplicates."""
     seen: dict[str, None] = {}
-    for line in path.read_text(encoding="utf-8").splitlines():
+    for line in split_lines(read_text_utf8(path)):
         t = line.split("#", 1)[0].strip()
         if t:
             seen.setdefault(t, None)
@@ -262,17 +283,31 @@ def _reuse_audio(old: Path, new: Path) -> None:
 def open_dataset(ref: str, workspace: Workspace, progress: Progress | None = None) -> DatasetDir:
     """A shipped name, a saved dataset's name, or a path to a dataset folder."""
     ref = str(ref).strip()
+    roots = workspace.roots()
     if ref in SHIPPED:
-        return DatasetDir(ensure_shipped(ref, workspace, progress))
-    if ref and "/" not in ref and (workspace.datasets / ref / "dataset.json").exists():
-        return DatasetDir(workspace.datasets / ref)
+        return DatasetDir(ensure_shipped(ref, workspace, progress), roots=roots)
     try:
-        path = workspace.resolve(ref, must_exist=True)
+        path = saved_dataset(workspace, ref) or workspace.resolve(ref, must_exist=True)
     except PathError as e:
         raise DataError(f"no dataset '{ref}' ({e.message})", field="dataset",
                         hint=f"Use a shipped name ({', '.join(SHIPPED)}), a saved dataset name, "
                              "or a dataset folder inside the workspace.") from e
-    return DatasetDir(path)
+    return DatasetDir(path, roots=roots)
+
+
+def saved_dataset(workspace: Workspace, name: str) -> Path | None:
+    """``<workspace>/datasets/<name>`` when ``name`` is a saved dataset there, else None.
+    Raises PathError when that folder is a symlink out of the workspace."""
+    name = str(name).strip()
+    if not name or "/" in name or "\\" in name or name in (".", ".."):
+        return None
+    folder = workspace.datasets / name
+    try:
+        if not (folder / "dataset.json").exists():
+            return None
+    except (OSError, ValueError):  # a name too long for the filesystem: not a saved dataset
+        return None
+    return workspace.resolve(folder, must_exist=True)
 
 
 def list_datasets(workspace: Workspace) -> list[dict]:
@@ -281,6 +316,8 @@ def list_datasets(workspace: Workspace) -> list[dict]:
             "description": s.description, "path": str(workspace.datasets / n)} for n, s in SHIPPED.items()]
     for d in sorted(workspace.datasets.iterdir()) if workspace.datasets.exists() else []:
         if d.name in SHIPPED or d.name.startswith(".") or not (d / "dataset.json").exists():
+            continue
+        if not workspace.contains(d):  # a symlink out of the workspace: not listed, not read
             continue
         try:
             dd = DatasetDir(d)

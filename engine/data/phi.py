@@ -186,16 +186,19 @@ GOLD_SET = Path(__file__).resolve().parents[2] / "assets" / "phi" / "phi_gold.js
 def load_gold(path: str | Path = GOLD_SET, split: str | None = None) -> list[dict]:
     """Gold notes: ``{"id", "split", "text", "spans": [{"start", "end", "label"}]}`` per line
     (``split`` "dev": phrasings the rules were tuned on; "heldout": never tuned on)."""
+    from engine.data.readers import read_text_utf8, split_lines
     from engine.errors import DataError
 
     rows = []
-    for lineno, raw in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), start=1):
+    for lineno, raw in enumerate(split_lines(read_text_utf8(Path(path))), start=1):
         if not raw.strip():
             continue
         try:
             row = json.loads(raw)
         except json.JSONDecodeError as e:
             raise DataError(f"not valid JSON ({e.msg})", file=str(path), line=lineno) from e
+        if not isinstance(row, dict):
+            raise DataError(f"expected a JSON object, got {type(row).__name__}", file=str(path), line=lineno)
         for sp in row.get("spans", []):
             if sp.get("label") not in CATEGORIES:
                 raise DataError(f"unknown label {sp.get('label')!r}", file=str(path), line=lineno, field="spans")

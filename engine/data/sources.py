@@ -12,7 +12,7 @@ import re
 import shutil
 from pathlib import Path
 
-from engine.data.datasets import SHIPPED, DatasetDir, ensure_shipped, save_dataset
+from engine.data.datasets import SHIPPED, DatasetDir, ensure_shipped, save_dataset, saved_dataset
 from engine.data.readers import read_any, read_hub
 from engine.data.schema import SPEECH, LoadResult
 from engine.data.split import DEFAULT_RATIOS, DEFAULT_SEED, split_examples, split_summary
@@ -39,20 +39,26 @@ def load_source(ref: str, workspace: Workspace, *, preset: str | None = None, hu
         raise DataError("no dataset given", field="dataset")
     hub = hub_id_of(ref)
     if hub is not None:
-        if not _HUB_ID.fullmatch(hub):
+        if not _HUB_ID.fullmatch(hub) or any(part in (".", "..") for part in hub.split("/")):
             raise DataError(f"'{hub}' does not look like a hub id (owner/name)", field="dataset")
+        if Path(hub).exists():  # the datasets library would read a local folder by that name
+            raise DataError(f"'{hub}' is a local folder here, not a hub id", field="dataset",
+                            hint="Open local data as a workspace path instead.")
         res = read_hub(hub, preset=preset, split=hub_split, limit=hub_limit,
-                       audio_cache=workspace.uploads / "hub-audio" / hub.replace("/", "__"), progress=progress)
+                       audio_cache=workspace.uploads / "hub-audio" / hub.replace("/", "__"), progress=progress,
+                       roots=workspace.roots())
         return res, []
-    if ref in SHIPPED or (("/" not in ref) and (workspace.datasets / ref / "dataset.json").exists()):
-        folder = ensure_shipped(ref, workspace, progress) if ref in SHIPPED else workspace.datasets / ref
-        d = DatasetDir(folder)
+    roots = workspace.roots()
+    folder = ensure_shipped(ref, workspace, progress) if ref in SHIPPED else saved_dataset(workspace, ref)
+    if folder is not None:
+        d = DatasetDir(folder, roots=roots)
         return d.load_all(), d.terms()
     path = workspace.resolve(ref, must_exist=True)
-    res = read_any(path, preset=preset, audio_cache=workspace.uploads / "embedded-audio", progress=progress)
+    res = read_any(path, preset=preset, audio_cache=workspace.uploads / "embedded-audio", progress=progress,
+                   roots=roots)
     terms: list[str] = []
     if path.is_dir() and (path / "dataset.json").exists():
-        terms = DatasetDir(path).terms()
+        terms = DatasetDir(path, roots=roots).terms()
     return res, terms
 
 

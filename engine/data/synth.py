@@ -100,7 +100,9 @@ def read_sentences(path: Path) -> list[dict]:
                 raise DataError("empty or missing", file=str(path), line=line, field="text")
             out.append({"id": str(row.get("id", f"s{line:04d}")), **{k: v for k, v in row.items() if k != "id"}})
         return out
-    lines = path.read_text(encoding="utf-8").splitlines()
+    from engine.data.readers import read_text_utf8, split_lines
+
+    lines = split_lines(read_text_utf8(path))
     return [{"id": f"s{i:04d}", "text": t.strip()} for i, t in enumerate(lines, start=1) if t.strip()]
 
 

@@ -106,7 +106,7 @@ def evaluate(pair, examples: list[dict], out_dir: str | Path, *, kind: str, term
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     pred_path, metrics_path = out_dir / PREDICTIONS, out_dir / METRICS
-    metrics_path.unlink(missing_ok=True)   # stale figures must not sit next to new predictions
+    archive_previous(out_dir)
     atomic.write_text(pred_path, "")
     records: list[dict] = []
     names = sides(pair)
@@ -135,6 +135,33 @@ def evaluate(pair, examples: list[dict], out_dir: str | Path, *, kind: str, term
                    max_new_tokens=int(max_new_tokens), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     atomic.write_json(metrics_path, metrics)
     return metrics
+
+
+def archive_previous(out_dir: Path) -> Path | None:
+    """Move an earlier evaluation's predictions/metrics into ``history/<when>-<dataset>-<split>/``
+    so a re-evaluation (say on general-english, to check that tuning did not harm ordinary
+    speech) never destroys the figures it replaces. Reviews stay where they are: each
+    verdict carries a digest of the texts it judged, so verdicts on replaced outputs are
+    reported as stale rather than silently re-attached."""
+    pred, met = out_dir / PREDICTIONS, out_dir / METRICS
+    if not met.is_file() and not (pred.is_file() and pred.stat().st_size):
+        return None
+    old = load_metrics(out_dir) if met.is_file() else {}
+    stamp = (old or {}).get("created") or time.strftime(
+        "%Y-%m-%dT%H:%M:%SZ", time.gmtime(pred.stat().st_mtime if pred.is_file() else time.time()))
+    parts = [stamp.replace(":", "").replace("-", ""), (old or {}).get("dataset"), (old or {}).get("split")]
+    if not met.is_file():
+        parts.append("partial")  # a stopped or killed evaluation: its lines are kept too
+    dest = out_dir / "history" / "-".join(str(p) for p in parts if p)
+    n = 1
+    while dest.exists():
+        n += 1
+        dest = dest.with_name(f"{dest.name.split('~')[0]}~{n}")
+    dest.mkdir(parents=True)
+    for f in (pred, met):
+        if f.is_file():
+            f.replace(dest / f.name)
+    return dest
 
 
 def load_predictions(folder: str | Path) -> list[dict]:

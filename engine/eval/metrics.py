@@ -70,7 +70,7 @@ def cer(refs: str | Sequence[str], hyps: str | Sequence[str]) -> float:
     return _rate(error_counts(refs, hyps, unit="char"))
 
 
-def _find(words: list[str], term: list[str]) -> int:
+def count_phrase(words: list[str], term: list[str]) -> int:
     """How many times the word sequence ``term`` occurs in ``words`` (non-overlapping)."""
     n, k, i, count = len(words), len(term), 0, 0
     while k and i + k <= n:
@@ -81,7 +81,7 @@ def _find(words: list[str], term: list[str]) -> int:
     return count
 
 
-def _prepared_terms(terms: Iterable[str]) -> list[tuple[str, list[str]]]:
+def prepare_terms(terms: Iterable[str]) -> list[tuple[str, list[str]]]:
     seen, out = set(), []
     for t in terms:
         key = normalize(t)
@@ -98,10 +98,10 @@ def utterance_terms(ref: str, hyp: str, terms: Iterable[str]) -> tuple[list[str]
     normalised hypothesis at least as many times as in the reference."""
     rw, hw = normalize(ref).split(), normalize(hyp or "").split()
     hits, misses = [], []
-    for original, tw in _prepared_terms(terms):
-        n_ref = _find(rw, tw)
+    for original, tw in prepare_terms(terms):
+        n_ref = count_phrase(rw, tw)
         if n_ref:
-            n_hit = min(n_ref, _find(hw, tw))
+            n_hit = min(n_ref, count_phrase(hw, tw))
             hits += [original] * n_hit
             misses += [original] * (n_ref - n_hit)
     return hits, misses

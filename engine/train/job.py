@@ -15,6 +15,7 @@ from typing import Any
 from engine import jobs
 from engine.atomic import atomic_dir, write_json
 from engine.config import RunConfig, model_kind
+from engine.data.subsample import evenly_spaced, subsample
 from engine.errors import DataError
 from engine.progress import Progress, scaled
 from engine.runs import Run
@@ -29,15 +30,6 @@ def _open_data(cfg: RunConfig, workspace: Workspace, progress: Progress | None):
     from engine.data.datasets import open_dataset
 
     return open_dataset(cfg.data.dataset, workspace, progress=progress)
-
-
-def _limit(rows: list[dict], n: int) -> list[dict]:
-    """At most n rows, evenly spaced: files are often ordered (by sentence, by voice), and
-    the first n would lose their variety."""
-    if not n or n >= len(rows):
-        return rows
-    step = len(rows) / n
-    return [rows[int(i * step)] for i in range(n)]
 
 
 def run(run: Run, params: dict[str, Any], progress: Progress) -> None:
@@ -76,12 +68,13 @@ def run(run: Run, params: dict[str, Any], progress: Progress) -> None:
     if ds.kind != kind:
         raise DataError(f"{cfg.model.name} is a {kind} model but dataset {ds.name} holds {ds.kind} examples",
                         file=str(ds.path), field="kind", hint=f"Pick a {kind} dataset.")
-    train_rows = _limit(ds.load_split(cfg.data.train_split), cfg.data.max_train_samples)
+    # term-balanced when the dataset has a term list (engine.data.subsample)
+    train_rows = subsample(ds.load_split(cfg.data.train_split), cfg.data.max_train_samples, ds.terms())
     if not train_rows:
         raise DataError(f"split '{cfg.data.train_split}' is empty", file=str(ds.path))
     eval_rows: list[dict] = []
     if cfg.data.eval_split and cfg.data.eval_split in ds.split_names():
-        eval_rows = _limit(ds.load_split(cfg.data.eval_split), cfg.data.max_eval_samples)
+        eval_rows = evenly_spaced(ds.load_split(cfg.data.eval_split), cfg.data.max_eval_samples)
 
     progress(0.02, f"loading {cfg.model.name}")
     _log(f"device {device}, precision {'bf16' if flags['bf16'] else 'fp16' if flags['fp16'] else 'fp32'}, "
@@ -112,9 +105,9 @@ def run(run: Run, params: dict[str, Any], progress: Progress) -> None:
                                               eval_file) if eval_rows else None
         collator = SpeechCollator(proc.tokenizer.eos_token_id, proc.feature_extractor, counter)
         if eval_ds is not None and cfg.eval.wer_samples:
-            n = min(cfg.eval.wer_samples, len(eval_rows))
+            n = min(cfg.eval.wer_samples, len(eval_ds))
             callbacks.append(speech.SpeechEvalCallback(
-                proc, prefix, [eval_ds[i] for i in range(n)], [r["text"] for r in eval_rows[:n]], ds.terms(),
+                proc, prefix, [eval_ds[i] for i in range(n)], [eval_ds[i]["text"] for i in range(n)], ds.terms(),
                 cfg.eval.max_new_tokens))
         unit = "samples"
     else:

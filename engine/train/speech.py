@@ -98,16 +98,31 @@ def build_speech_dataset(processor: Any, prefix: list[int], rows: list[dict], ma
                          cache: dict[str, str] | None, source: str):
     from datasets import Dataset
 
-    items = []
+    from engine.audio import WHISPER_MAX_SECONDS, audio_info
+
+    items, too_long = [], []
     for i, ex in enumerate(rows, start=1):
         if not isinstance(ex.get("text"), str) or not ex["text"].strip():
             raise DataError("missing or empty transcript", file=source, line=i, field="text")
         if not ex.get("audio") or not Path(ex["audio"]).is_file():
             raise DataError(f"audio file not found: {ex.get('audio')}", file=source, line=i, field="audio")
+        seconds = ex.get("duration") or audio_info(ex["audio"])["duration"]
+        if seconds > WHISPER_MAX_SECONDS + 0.5:
+            # Whisper hears only the first 30 s, so the whole transcript would teach it to
+            # invent the rest: such clips are left out, and the log says which.
+            too_long.append(f"line {i} ({seconds:.0f} s)")
+            continue
         item = encode_target(processor, prefix, ex["text"], max_length)
-        item["audio"] = ex["audio"]
+        item["audio"], item["text"] = ex["audio"], ex["text"]
         item["cache"] = cache[ex["audio"]] if cache else ""
         items.append(item)
+    if too_long:
+        print(f"[medtune] left out {len(too_long)} clip(s) of {source} longer than Whisper's "
+              f"{WHISPER_MAX_SECONDS:.0f} s window: {', '.join(too_long[:10])}"
+              f"{' ...' if len(too_long) > 10 else ''}. Cut them into shorter clips to train on them.", flush=True)
+    if not items:
+        raise DataError(f"no usable clips: all {len(rows)} are longer than {WHISPER_MAX_SECONDS:.0f} s",
+                        file=source, field="audio", hint="Cut the audio into clips of at most 30 s.")
     return Dataset.from_list(items)
 
 

@@ -10,6 +10,7 @@ import json
 
 import pytest
 from export_runs import make_run
+from pagekit import pick, wait_text
 
 pytestmark = pytest.mark.browser
 
@@ -31,21 +32,6 @@ def speech_run(app, whisper_dir):
     evaluate(pair, ds.load_split("test")[:2], run.eval_dir, kind="speech", terms=ds.terms(),
              info={"dataset": ds.name, "split": "test", "run": RUN, "model": "whisper-tiny.en"}, max_new_tokens=60)
     return run
-
-
-def pick(page, elem_id: str, value: str) -> None:
-    box = page.locator(f"#{elem_id} input")
-    box.click()
-    page.get_by_role("option").filter(has_text=value).first.click()
-    box.blur()
-
-
-def wait_text(page, selector: str, pattern: str, timeout_ms: int = 300_000) -> str:
-    page.wait_for_function(
-        """([sel, pat]) => { const el = document.querySelector(sel);
-              return !!el && new RegExp(pat, 'i').test(el.innerText); }""",
-        arg=[selector, pattern], timeout=timeout_ms)
-    return page.locator(selector).inner_text()
 
 
 def test_compare_and_evaluate_tabs(speech_run, browser_page, goto_app, open_tab, shot):

@@ -8,29 +8,9 @@ import shutil
 import pytest
 
 from train_tiny import qa_rows, tiny_llama, write_dataset  # noqa: F401 - fixture
+from pagekit import fill, points, wait_points_above
 
 pytestmark = pytest.mark.browser
-
-
-def points(page) -> int:
-    loc = page.locator("#train-progress .train-points")
-    return int(loc.first.inner_text()) if loc.count() else 0
-
-
-def wait_points_above(page, n: int, timeout_ms: int = 180_000) -> int:
-    page.wait_for_function(
-        """(n) => { const el = document.querySelector('#train-progress .train-points');
-                    return el && parseInt(el.innerText) > n; }""", arg=n, timeout=timeout_ms)
-    return points(page)
-
-
-def fill(page, elem_id: str, value: str, enter: bool = False) -> None:
-    box = page.locator(f"#{elem_id} input").first
-    box.click()
-    box.fill(value)
-    if enter:
-        box.press("Enter")
-    box.blur()
 
 
 def test_launch_watch_reload_complete(app, browser_page, goto_app, open_tab, shot, tiny_llama):
