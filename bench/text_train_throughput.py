@@ -105,14 +105,24 @@ def variant_workbench(args) -> dict:
         trainer = _trainer(cfg, SimpleNamespace(checkpoints_dir=tmp), model, tok, train_ds, None, fed, flags, dev,
                            "text")
         trainer.add_callback(_NoSave())  # the baseline saves no checkpoint: keep the timed loops alike
-        t0, c0 = time.perf_counter(), _common.cpu_s()
-        trainer.train()
-        secs, cpu = time.perf_counter() - t0, _common.cpu_s() - c0
-    loss = held_out_loss(model, tok, eval_rows, args.batch_size)
-    return {"variant": "workbench", "steps": trainer.state.global_step, "examples": counter.samples,
-            "real_tokens": counter.tokens, "fed_tokens": fed.fed, "train_s": round(secs, 2), "train_cpu_s": round(cpu, 2),
-            "tokens_per_s": round(counter.tokens / secs, 1),
-            "tokens_per_cpu_s": round(counter.tokens / cpu, 1), "held_out_loss": round(loss, 4), **_common.peak_mem(dev)}
+        secs, cpu = _timed_train(trainer)
+    return _row("workbench", trainer, counter.samples, counter.tokens, fed.fed, secs, cpu,
+                held_out_loss(model, tok, eval_rows, args.batch_size), dev)
+
+
+def _timed_train(trainer) -> tuple[float, float]:
+    """Wall and CPU seconds of ``trainer.train()`` (the only part either variant times)."""
+    t0, c0 = time.perf_counter(), _common.cpu_s()
+    trainer.train()
+    return time.perf_counter() - t0, _common.cpu_s() - c0
+
+
+def _row(variant: str, trainer, examples: int, real: int, fed: int, secs: float, cpu: float, loss: float,
+         dev) -> dict:
+    return {"variant": variant, "steps": trainer.state.global_step, "examples": examples,
+            "real_tokens": real, "fed_tokens": fed, "train_s": round(secs, 2), "train_cpu_s": round(cpu, 2),
+            "tokens_per_s": round(real / secs, 1), "tokens_per_cpu_s": round(real / cpu, 1),
+            "held_out_loss": round(loss, 4), **_common.peak_mem(dev)}
 
 
 class _NoSave(__import__("transformers").TrainerCallback):
@@ -182,14 +192,9 @@ def variant_baseline(args) -> dict:
                                   use_cpu=dev == "cpu", save_strategy="no", report_to=[], disable_tqdm=True,
                                   logging_steps=10**6, dataloader_num_workers=0)
         trainer = Trainer(model=model, args=targs, train_dataset=train_ds, data_collator=fed)
-        t0, c0 = time.perf_counter(), _common.cpu_s()
-        trainer.train()
-        secs, cpu = time.perf_counter() - t0, _common.cpu_s() - c0
-    loss = held_out_loss(model, tok, eval_rows, args.batch_size)
-    return {"variant": "baseline", "steps": trainer.state.global_step, "examples": fed.samples,
-            "real_tokens": fed.real, "fed_tokens": fed.fed, "train_s": round(secs, 2), "train_cpu_s": round(cpu, 2),
-            "tokens_per_s": round(fed.real / secs, 1),
-            "tokens_per_cpu_s": round(fed.real / cpu, 1), "held_out_loss": round(loss, 4), **_common.peak_mem(dev)}
+        secs, cpu = _timed_train(trainer)
+    return _row("baseline", trainer, fed.samples, fed.real, fed.fed, secs, cpu,
+                held_out_loss(model, tok, eval_rows, args.batch_size), dev)
 
 
 def main() -> None:

@@ -185,12 +185,11 @@ class Run:
         return "\n".join(data.splitlines()[-n:])
 
     def latest_checkpoint(self) -> Path | None:
-        """Newest *complete* checkpoint. The Trainer writes trainer_state.json last, so a
-        folder without it was cut off mid-save (e.g. SIGKILL) and is not a resume point."""
+        """Newest *complete* checkpoint (see :func:`checkpoint_complete`)."""
         best, best_step = None, -1
         for p in self.checkpoints_dir.glob("checkpoint-*"):
             m = re.fullmatch(r"checkpoint-(\d+)", p.name)
-            if m and (p / "trainer_state.json").is_file() and int(m.group(1)) > best_step:
+            if m and int(m.group(1)) > best_step and checkpoint_complete(p):
                 best, best_step = p, int(m.group(1))
         return best
 
@@ -268,3 +267,15 @@ def _default_name(cfg) -> str:
     model = Path(cfg.model.name).name.replace("/", "-")
     data = Path(cfg.data.dataset).name
     return f"{model}-{data}"
+
+
+def checkpoint_complete(folder: Path) -> bool:
+    """A checkpoint folder whose save finished. Both backends write trainer_state.json last
+    (the Trainer; engine.nemo.callbacks), so a folder cut off mid-save (SIGKILL, full disk)
+    has none, or a torn one: it must parse and name the folder's step."""
+    try:
+        state = json.loads((folder / "trainer_state.json").read_text())
+    except (OSError, ValueError):
+        return False
+    m = re.fullmatch(r"checkpoint-(\d+)", folder.name)
+    return bool(m) and isinstance(state, dict) and state.get("global_step") == int(m.group(1))

@@ -34,7 +34,7 @@ import pytest
 from engine import jobs
 from engine.runs import Run, list_runs
 from engine.train.failures import DISK_HINTS, OOM_HINT, classify
-from engine.train.resume import checkpoint_complete
+from engine.runs import checkpoint_complete
 from export_runs import make_run
 from export_runs import tiny_llama as export_tiny_llama
 from train_tiny import WORDS, qa_dataset, tiny_llama, tiny_text_config, write_dataset  # noqa: F401 - fixtures
@@ -154,10 +154,10 @@ def test_resume_removes_cut_off_checkpoints_and_says_so(workspace, tiny_llama, q
             (d / "trainer_state.json").write_text(state)
     run.metrics_path.write_text("".join(json.dumps({"step": s, "loss": 1.0, "elapsed_s": s / 10}) + "\n"
                                         for s in range(1, 26)))
-    assert run.latest_checkpoint().name == "checkpoint-20"  # the plain file check is fooled...
+    assert run.latest_checkpoint().name == "checkpoint-10"  # what the UI/CLI show, too
     said: list[str] = []
     rp = resume_point(run, True, said.append)
-    assert rp.checkpoint.name == "checkpoint-10" and rp.start_step == 10  # ...resume is not
+    assert rp.checkpoint.name == "checkpoint-10" and rp.start_step == 10
     assert sorted(p.name for p in run.checkpoints_dir.iterdir()) == ["checkpoint-10"]
     assert [s.split(" (")[0] for s in said[:2]] == ["removed incomplete checkpoint folder checkpoints/checkpoint-20",
                                                     "removed incomplete checkpoint folder checkpoints/checkpoint-30"]
@@ -244,7 +244,7 @@ def steps(run):
 
 mount("size=16m")
 from engine import jobs
-from engine.train.resume import checkpoint_complete
+from engine.runs import checkpoint_complete
 from engine.workspace import Workspace
 from train_tiny import qa_rows, tiny_text_config, write_dataset
 

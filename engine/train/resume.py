@@ -15,7 +15,6 @@ deleting a good checkpoint in their place.
 
 from __future__ import annotations
 
-import json
 import re
 import shutil
 import time
@@ -23,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from engine.runs import Run
+from engine.runs import Run, checkpoint_complete
 
 
 class Clock:
@@ -52,17 +51,6 @@ class ResumePoint:
 
     def clock(self) -> Clock:
         return Clock(self.elapsed_s, self.start_step)
-
-
-def checkpoint_complete(folder: Path) -> bool:
-    """A checkpoint folder whose save finished: trainer_state.json (written last) parses and
-    names the folder's step."""
-    try:
-        state = json.loads((folder / "trainer_state.json").read_text())
-    except (OSError, ValueError):
-        return False
-    m = re.fullmatch(r"checkpoint-(\d+)", folder.name)
-    return bool(m) and isinstance(state, dict) and state.get("global_step") == int(m.group(1))
 
 
 def remove_incomplete_checkpoints(run: Run, log: Callable[[str], None]) -> list[str]:
