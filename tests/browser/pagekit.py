@@ -46,3 +46,48 @@ def wait_points_above(page, n: int, timeout_ms: int = 180_000) -> int:
         """(n) => { const el = document.querySelector('#train-progress .train-points');
                     return el && parseInt(el.innerText) > n; }""", arg=n, timeout=timeout_ms)
     return points(page)
+
+
+class JobPacer:
+    """Holds a run's training job still (SIGSTOP) right after a chosen number of train-loss
+    points, so a page check that needs the run *running* (the chart growing, a stop landing
+    mid-run, a reload re-attaching) does not race the box's speed: a tiny run's steps take
+    ~0.3 s here, under the page's poll interval. The job is the real one; only its pace is
+    held, as a slow machine would. ``release()`` lets it go on (a signal sent while it was
+    held, such as the graceful stop's SIGTERM, is delivered then)."""
+
+    def __init__(self, run=None, kind: str = "train"):
+        self.run, self.kind, self.pid = run, kind, None  # run: set once the job's run exists
+
+    def loss_points(self) -> int:
+        return sum(1 for r in self.run.metrics() if r.get("loss") is not None)
+
+    def hold_after(self, n: int, timeout_s: float = 420) -> int:
+        """Wait until the job has written more than ``n`` loss points, freeze it; the count."""
+        import os
+        import signal
+        import time
+
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            st = self.run.raw_status(self.kind)
+            if st.get("state") == "running" and st.get("pid") and self.loss_points() > n:
+                os.kill(int(st["pid"]), signal.SIGSTOP)
+                self.pid = int(st["pid"])
+                return self.loss_points()  # lines written between the look and the stop count too
+            if st.get("state") in ("completed", "failed", "stopped"):
+                raise AssertionError(f"the job ended ({st.get('state')}) before point {n + 1}:\n"
+                                     + self.run.log_tail(2000))
+            time.sleep(0.02)
+        raise AssertionError(f"no point {n + 1} within {timeout_s}s:\n" + self.run.log_tail(2000))
+
+    def release(self) -> None:
+        import os
+        import signal
+
+        if self.pid is not None:
+            try:
+                os.kill(self.pid, signal.SIGCONT)
+            except ProcessLookupError:
+                pass
+            self.pid = None

@@ -7,9 +7,10 @@ updating, let it finish; Compare: base vs tuned on a test clip (both transcripts
 Evaluate: a tiny batch evaluation, then one blind review saved in ``eval/reviews.jsonl``;
 Export: the merged model.
 
-The stop comes right after the chart is seen growing and the reload during the resumed run
-(rather than reload-then-stop): each check then has most of the run's steps left to see, so
-a fast box cannot finish the run before the stop and a slow one only waits longer.
+A tiny run's steps take ~0.3 s, faster than the page polls, so the checks that need the run
+*running* (the chart growing, the stop landing mid-run, the reload re-attaching) hold the real
+job still (SIGSTOP, ``pagekit.JobPacer``) right after a chosen step and release it after: the
+same checks pass on a fast box and a slow one, with no race against the step time.
 
 Every step asserts what the page shows (and, where the UI promises a file, the file), and
 saves ``.test-artifacts/runthrough-NN-<what>.png``. The run is the real recipe shrunk through
@@ -26,7 +27,7 @@ import re
 import time
 
 import pytest
-from pagekit import fill, pick, points, wait_points_above, wait_text
+from pagekit import JobPacer, fill, pick, points, wait_points_above, wait_text
 
 pytestmark = pytest.mark.browser
 
@@ -89,14 +90,16 @@ def test_new_user_run_through(app, browser_page, goto_app, open_tab, shot):
     ws = app.workspace
     t0 = time.monotonic()
     times: dict[str, float] = {}
+    pacer = JobPacer()  # holds the training job still at chosen steps (see step 4)
 
     def lap(name: str) -> None:
         times[name] = round(time.monotonic() - t0, 1)
 
     try:
-        _run_through(app, browser_page, goto_app, open_tab, shot, lap)
+        _run_through(app, browser_page, goto_app, open_tab, shot, lap, pacer)
     finally:
         print("run-through timings (s since start): " + json.dumps(times))
+        pacer.release()  # a job left held by a failed check
         # jobs outlive the app by design: never leave one running after the test
         from engine import jobs
         from engine.runs import list_runs
@@ -107,7 +110,7 @@ def test_new_user_run_through(app, browser_page, goto_app, open_tab, shot):
                     jobs.stop(run, force=True, kind=kind)
 
 
-def _run_through(app, page, goto_app, open_tab, shot, lap):
+def _run_through(app, page, goto_app, open_tab, shot, lap, pacer):
     from playwright.sync_api import expect
 
     from engine.runs import get_run
@@ -171,22 +174,27 @@ def _run_through(app, page, goto_app, open_tab, shot, lap):
     cfg = run.config()  # what the job reads: the form's values, not the recipe's
     assert (cfg.model.name, cfg.data.dataset, cfg.data.max_train_samples, cfg.train.max_steps,
             cfg.train.save_steps, cfg.train.logging_steps) == ("whisper-tiny.en", "med-dictation", 8, MAX_STEPS, 8, 1)
-    n1 = wait_points_above(page, 0, 420_000)
+    pacer.run = run
+    k1 = pacer.hold_after(0)
+    assert wait_points_above(page, k1 - 1, 60_000) == k1  # held: the page shows what the file has
     page.locator("#train-chart .js-plotly-plot").first.wait_for(timeout=30_000)
-    n2 = wait_points_above(page, n1)
-    assert n2 > n1 >= 1 and train_state(page) == "running"
-    assert chart_points(page) >= n1  # the chart plots what the counter says
+    assert chart_points(page) == k1 and train_state(page) == "running"
+    pacer.release()
+    k2 = pacer.hold_after(k1)
+    assert wait_points_above(page, k1, 60_000) == k2 > k1  # the chart grew while it ran
+    assert chart_points(page) == k2 and train_state(page) == "running"
     shot(page, "runthrough-04-train-running")
     lap("train-points")
 
     # 5. stop (graceful: finish the step, checkpoint, stop) -----------------------------------------
-    # Stopped as soon as the chart is seen growing, so even a fast box cannot finish the run first.
+    # Pressed while the job is held at step k2, so the stop lands mid-run on any box.
     page.locator("#train-stop").click()
     wait_text(page, "#train-status", rf"Stop requested for {run_id}")
+    pacer.release()
     end = wait_state(page, "stopped|completed|failed")
     assert end == "stopped", f"the run is {end}, not stopped: {page.locator('#train-progress').inner_text()}"
     stopped_at = points(page)
-    assert 0 < stopped_at < MAX_STEPS, f"the run ended before the stop took effect ({stopped_at} points)"
+    assert k2 <= stopped_at <= k2 + 1 < MAX_STEPS, f"stop pressed at point {k2}, stopped at {stopped_at}"
     ckpts = sorted(p.name for p in run.checkpoints_dir.glob("checkpoint-*"))
     # the stop's own checkpoint is at the last finished step (a loss line is written every step)
     assert f"checkpoint-{stopped_at}" in ckpts, f"no checkpoint-{stopped_at} after a graceful stop: {ckpts}"
@@ -194,22 +202,24 @@ def _run_through(app, page, goto_app, open_tab, shot, lap):
     shot(page, "runthrough-05-train-stopped")
     lap("stopped")
 
-    # 6. resume, and reload the page while the resumed job runs: the page re-attaches from the run
-    #    folder (the points so far) and keeps updating (the resumed job's steps arrive) ------------
+    # 6. resume, and reload the page while the resumed job runs (held, so it cannot finish first):
+    #    the page re-attaches from the run folder and keeps updating as the job goes on ------------
     page.locator("#train-resume").click()
     wait_text(page, "#train-status", rf"Resuming {run_id}")
-    wait_state(page, "running", 120_000)
+    k3 = pacer.hold_after(stopped_at)  # the resumed job's first step
     page.reload()
     page.get_by_role("tab").first.wait_for()
     open_tab(page, "Train")
-    n3 = wait_points_above(page, stopped_at - 1)
+    assert wait_points_above(page, k3 - 1, 60_000) == k3
     assert run_id in page.locator("#train-progress").inner_text()
     page.locator("#train-chart .js-plotly-plot").first.wait_for(timeout=30_000)
-    assert chart_points(page) >= stopped_at
-    n4 = wait_points_above(page, max(n3, stopped_at), 420_000)  # the resumed job's first steps
-    n5 = wait_points_above(page, n4)                             # ...and still coming
-    assert n5 > n4 > stopped_at and train_state(page) == "running" and chart_points(page) >= n4
+    assert chart_points(page) == k3 and train_state(page) == "running"
+    pacer.release()
+    k4 = pacer.hold_after(k3)
+    assert wait_points_above(page, k3, 60_000) == k4 > k3 and chart_points(page) == k4
+    assert train_state(page) == "running"
     shot(page, "runthrough-06-train-reloaded")
+    pacer.release()
     lap("reload")
 
     # 7. let it finish: every step's loss once, none lost, none duplicated ----------------------------
