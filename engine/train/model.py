@@ -83,7 +83,9 @@ def load_base(cfg: RunConfig, kind: str, device: str, progress: Progress | None 
     path = resolve_path(cfg.model.name, progress)
     dtype = _torch_dtype(cfg, device)
     qc = quant_config(cfg, device, dtype)
-    kwargs: dict[str, Any] = {"dtype": dtype}
+    from engine.models.upcast import finish_load, load_dtype
+
+    kwargs: dict[str, Any] = {"dtype": load_dtype(dtype, device, qc is not None)}
     if qc is not None:
         kwargs["quantization_config"] = qc
         kwargs["device_map"] = {"": 0 if device == "cuda" else "cpu"}
@@ -104,8 +106,10 @@ def load_base(cfg: RunConfig, kind: str, device: str, progress: Progress | None 
         raise ModelError(f"Cannot load model '{cfg.model.name}' from {path}: {str(err).splitlines()[0]}",
                          hint="Check the name (`medtune models list`), or download the model into the "
                               "workspace and give its folder.") from None
-    if qc is None and device == "cuda":
-        model.to("cuda")
+    if qc is None:
+        finish_load(model, dtype)
+        if device == "cuda":
+            model.to("cuda")
     model.config.use_cache = False  # caching is for generation; it only costs memory in training
     return model, proc, path
 

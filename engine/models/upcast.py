@@ -1,0 +1,99 @@
+"""Load a half-precision checkpoint as float32 on the CPU without holding both at once.
+
+``from_pretrained(dtype=float32)`` on a bf16/fp16 safetensors checkpoint converts every tensor
+while the whole checkpoint stays memory-mapped, and every page it reads stays in the
+process's resident set until loading ends: the peak is the float32 model *plus* the
+checkpoint (1.5x the float32 size; 10.3 GB instead of 6.9 GB for a 1.7B model, measured in
+bench/RESULTS.md section 4). Here the model is loaded in the checkpoint's own dtype instead
+(its tensors stay lazy views of the mapping, nothing is read yet), then converted tensor by
+tensor; after each one the pages of the checkpoint it was read from are dropped from this
+process with ``madvise(MADV_DONTNEED)``. The values are the same (bf16/fp16 -> float32 is
+exact); the peak is about the float32 model alone.
+
+Only pages inside a mapping of a ``.safetensors`` file are ever dropped, and only once the
+tensor read from them has been converted. safetensors maps the file private (copy-on-write)
+and nothing writes to a loaded weight, so the pages are clean: dropped, they are re-read
+from the file if touched again. Anonymous memory is never advised (there it would zero data).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+from typing import Any
+
+_MADV_DONTNEED = 4
+_PAGE = mmap.PAGESIZE
+
+
+def _checkpoint_mappings() -> list[tuple[int, int]]:
+    """Address ranges of this process's mappings of ``*.safetensors`` files."""
+    out = []
+    try:
+        with open("/proc/self/maps", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                parts = line.split(maxsplit=5)
+                if len(parts) == 6 and parts[5].strip().endswith(".safetensors"):
+                    lo, hi = (int(x, 16) for x in parts[0].split("-"))
+                    out.append((lo, hi))
+    except OSError:  # not Linux: nothing is dropped, the result is the same, only the peak is higher
+        return []
+    return out
+
+
+def _drop(libc: Any, regions: list[tuple[int, int]], start: int, nbytes: int) -> None:
+    end = start + nbytes
+    for lo, hi in regions:
+        a = max(start, lo)
+        b = min(end, hi)
+        a = -(-a // _PAGE) * _PAGE  # whole pages inside the tensor only
+        b = b // _PAGE * _PAGE
+        if b > a:
+            libc.madvise(ctypes.c_void_p(a), ctypes.c_size_t(b - a), _MADV_DONTNEED)
+
+
+def upcast_dropping_pages(model: Any, dtype: Any) -> None:
+    """Convert every floating parameter and buffer of ``model`` to ``dtype`` in place (tied
+    parameters stay tied: the Parameter objects are kept), releasing checkpoint pages as it
+    goes. Same result as ``model.to(dtype)``."""
+    regions = _checkpoint_mappings()
+    libc = ctypes.CDLL(None, use_errno=True) if regions else None
+    if libc is not None:
+        libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
+    done: dict[int, Any] = {}  # a buffer shared by several modules is converted once
+    for module in model.modules():
+        for store in (module._parameters, module._buffers):
+            for name, t in list(store.items()):
+                if t is None or not t.is_floating_point() or t.dtype == dtype:
+                    continue
+                if id(t) in done:
+                    store[name] = done[id(t)]
+                    continue
+                start, nbytes = t.data_ptr(), t.numel() * t.element_size()
+                if store is module._parameters:
+                    t.data = t.data.to(dtype)
+                    done[id(t)] = t
+                else:
+                    store[name] = done[id(t)] = t.to(dtype)
+                if libc is not None and t.device.type == "cpu":
+                    _drop(libc, regions, start, nbytes)
+    if getattr(model, "config", None) is not None:
+        model.config.dtype = dtype
+
+
+def load_dtype(dtype: Any, device_type: str, quantized: bool) -> Any:
+    """What to pass as ``from_pretrained(dtype=...)``: ``"auto"`` (the checkpoint's own dtype)
+    for a float32 load on the CPU, so that :func:`finish_load` can convert it lean; else
+    ``dtype`` itself (on a GPU the weights are copied to the card anyway, and bitsandbytes
+    quantizes while loading)."""
+    import torch
+
+    return "auto" if dtype == torch.float32 and device_type == "cpu" and not quantized else dtype
+
+
+def finish_load(model: Any, dtype: Any) -> Any:
+    """After a ``load_dtype`` load: bring a half-precision checkpoint up to ``dtype`` (no-op
+    when it already is)."""
+    if any(p.is_floating_point() and p.dtype != dtype for p in model.parameters()):
+        upcast_dropping_pages(model, dtype)
+    return model
