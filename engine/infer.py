@@ -11,6 +11,7 @@ predictable than Whisper's timestamp-driven long-form mode, and good enough for 
 
 from __future__ import annotations
 
+import logging
 import threading
 from pathlib import Path
 from typing import Any, Iterator
@@ -20,6 +21,12 @@ import numpy as np
 from engine.audio import SAMPLE_RATE, WHISPER_MAX_SECONDS, load_audio
 from engine.errors import DataError, ModelError
 from engine.models.loader import LoadedModel
+
+# Whisper checkpoints keep max_length (448) in their generation config, so every generate()
+# given max_new_tokens logs that both are set (max_new_tokens wins, as intended): once per
+# batch, it buried the evaluation log. Only that message is dropped.
+logging.getLogger("transformers.generation.utils").addFilter(
+    lambda record: not str(record.msg).startswith("Both `max_new_tokens`"))
 
 _SEARCH_S = 5.0   # look this far back from a window's end for a quiet place to cut
 _FRAME_S = 0.1
