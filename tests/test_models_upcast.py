@@ -37,8 +37,8 @@ def test_lean_load_matches_a_plain_float32_load(bf16_small):
     from engine.models.upcast import finish_load, load_dtype
 
     plain = AutoModelForCausalLM.from_pretrained(bf16_small, dtype=torch.float32)
-    assert load_dtype(torch.float32, "cpu", quantized=False) == "auto"
-    lean = AutoModelForCausalLM.from_pretrained(bf16_small, dtype=load_dtype(torch.float32, "cpu", False))
+    assert load_dtype(torch.float32, "cpu", False, str(bf16_small)) == torch.bfloat16
+    lean = AutoModelForCausalLM.from_pretrained(bf16_small, dtype=torch.bfloat16)
     assert next(lean.parameters()).dtype == torch.bfloat16  # loaded as stored, lazily mapped
     finish_load(lean, torch.float32)
     p_plain, p_lean = dict(plain.named_parameters()), dict(lean.named_parameters())
@@ -71,12 +71,23 @@ def test_the_workbench_loader_takes_the_lean_path(tiny_llama, tmp_path):
     assert isinstance(answer(lm, "What is sepsis?", max_new_tokens=4), str)
 
 
-def test_not_taken_for_gpu_or_quantized_loads():
-    from engine.models.upcast import load_dtype
+def test_taken_only_for_half_precision_files_on_a_cpu_float32_load(bf16_small, tiny_llama, tmp_path):
+    import shutil
 
-    assert load_dtype(torch.float32, "cuda", False) == torch.float32
-    assert load_dtype(torch.float32, "cpu", True) == torch.float32
-    assert load_dtype(torch.bfloat16, "cpu", False) == torch.bfloat16
+    from engine.models.upcast import load_dtype, stored_half_dtype
+
+    assert stored_half_dtype(str(bf16_small)) == "bfloat16"
+    assert stored_half_dtype(str(tiny_llama)) is None  # float32 files
+    assert stored_half_dtype(str(tmp_path)) is None    # no checkpoint at all
+    assert stored_half_dtype("no-such-org/no-such-model") is None  # hub id not in the cache
+    # the config says bfloat16, the files hold float32: the files decide (no lossy bf16 load)
+    lying = shutil.copytree(tiny_llama, tmp_path / "lying")
+    cfg = json.loads((lying / "config.json").read_text())
+    (lying / "config.json").write_text(json.dumps({**cfg, "dtype": "bfloat16"}))
+    assert load_dtype(torch.float32, "cpu", False, str(lying)) == torch.float32
+    assert load_dtype(torch.float32, "cuda", False, str(bf16_small)) == torch.float32
+    assert load_dtype(torch.float32, "cpu", True, str(bf16_small)) == torch.float32
+    assert load_dtype(torch.bfloat16, "cpu", False, str(bf16_small)) == torch.bfloat16
 
 
 _PEAK = textwrap.dedent("""
@@ -88,7 +99,7 @@ _PEAK = textwrap.dedent("""
         return next(int(l.split()[1]) for l in open('/proc/self/status') if l.startswith('VmHWM')) // 1024
     path, lean = sys.argv[1], sys.argv[2] == 'lean'
     before = hwm()
-    m = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype(torch.float32, 'cpu', False) if lean else torch.float32)
+    m = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype(torch.float32, 'cpu', False, path) if lean else torch.float32)
     if lean:
         finish_load(m, torch.float32)
     print(json.dumps({'before': before, 'peak': hwm()}))

@@ -73,13 +73,18 @@ def dictation() -> tuple[list[dict], list[str]]:
         first = D.DOSE_TEMPLATES[i % len(D.DOSE_TEMPLATES)].format(dose=dose, indication=indication)
         second = D.MONITOR_TEMPLATES[i % len(D.MONITOR_TEMPLATES)].format(drug=drug, monitor=monitor)
         sents += [first[0].upper() + first[1:], second, extra]
+        sents += [t.format(drug=drug, Drug=_cap(drug)) for t in D.DRUG_MORE[i % len(D.DRUG_MORE)]]
     for i, (cond, finding, workup, extra) in enumerate(D.CONDITIONS):
         terms.append(cond)
         a, b = D.CONDITION_TEMPLATES[i % len(D.CONDITION_TEMPLATES)]
         sents += [a.format(cond=cond, finding=finding), b.format(cond=cond, workup=workup), extra]
-    for term, lines in D.PROCEDURES + D.ABBREVIATIONS:
+        sents += [t.format(cond=cond) for t in D.CONDITION_MORE[i % len(D.CONDITION_MORE)]]
+    for i, (term, lines) in enumerate(D.PROCEDURES):
         terms.append(term)
-        sents += lines
+        sents += lines + [t.format(proc=term) for t in D.PROCEDURE_MORE[i % len(D.PROCEDURE_MORE)]]
+    for term, lines in D.ABBREVIATIONS:
+        terms.append(term)
+        sents += lines + D.ABBREVIATION_MORE[term]
     seen, rows = set(), []
     for s in sents:
         s = s[0].upper() + s[1:]

@@ -134,7 +134,7 @@ def _load_weights(spec: ModelSpec, path: str, torch_dtype, device, quant: str):
     from engine.models.upcast import finish_load, load_dtype
 
     qcfg = quantization_config(quant, torch_dtype)
-    kwargs: dict[str, Any] = {"dtype": load_dtype(torch_dtype, device.type, qcfg is not None)}
+    kwargs: dict[str, Any] = {"dtype": load_dtype(torch_dtype, device.type, qcfg is not None, path)}
     if qcfg is not None:
         kwargs["quantization_config"] = qcfg
         kwargs["device_map"] = {"": device}  # bitsandbytes places weights at load time

@@ -19,7 +19,10 @@ from the file if touched again. Anonymous memory is never advised (there it woul
 from __future__ import annotations
 
 import ctypes
+import json
 import mmap
+import struct
+from pathlib import Path
 from typing import Any
 
 _MADV_DONTNEED = 4
@@ -81,14 +84,57 @@ def upcast_dropping_pages(model: Any, dtype: Any) -> None:
         model.config.dtype = dtype
 
 
-def load_dtype(dtype: Any, device_type: str, quantized: bool) -> Any:
-    """What to pass as ``from_pretrained(dtype=...)``: ``"auto"`` (the checkpoint's own dtype)
-    for a float32 load on the CPU, so that :func:`finish_load` can convert it lean; else
-    ``dtype`` itself (on a GPU the weights are copied to the card anyway, and bitsandbytes
-    quantizes while loading)."""
+_HALF = {"BF16": "bfloat16", "F16": "float16"}
+
+
+def _safetensors_files(path: str) -> list[Path]:
+    folder = Path(path).expanduser()
+    if folder.is_dir():
+        return sorted(folder.glob("*.safetensors"))
+    try:  # a hub id: only what is already in the local cache (no download for this check)
+        from huggingface_hub import try_to_load_from_cache
+
+        single = try_to_load_from_cache(path, "model.safetensors")
+        if isinstance(single, str):
+            return [Path(single)]
+        index = try_to_load_from_cache(path, "model.safetensors.index.json")
+        if isinstance(index, str):
+            shards = sorted(set(json.loads(Path(index).read_text(encoding="utf-8"))["weight_map"].values()))
+            return [Path(index).parent / s for s in shards]
+    except Exception:  # noqa: BLE001 - unknown layout: the plain load path is always correct
+        return []
+    return []
+
+
+def stored_half_dtype(path: str) -> str | None:
+    """"bfloat16"/"float16" when every floating tensor of the checkpoint at ``path`` (folder or
+    cached hub id) is stored in that dtype, read from the safetensors headers (the config's
+    dtype can disagree with the files); else None."""
+    kinds = set()
+    files = _safetensors_files(path)
+    for f in files:
+        try:
+            with open(f, "rb") as fh:
+                (n,) = struct.unpack("<Q", fh.read(8))
+                header = json.loads(fh.read(n))
+        except (OSError, ValueError, struct.error):
+            return None
+        kinds |= {v["dtype"] for k, v in header.items() if k != "__metadata__" and v["dtype"].startswith(("F", "BF"))}
+    return _HALF.get(kinds.pop()) if files and len(kinds) == 1 else None
+
+
+def load_dtype(dtype: Any, device_type: str, quantized: bool, path: str) -> Any:
+    """What to pass as ``from_pretrained(dtype=...)``: for a float32 load on the CPU of a
+    checkpoint stored in half precision, that stored dtype (then :func:`finish_load` converts
+    it lean); else ``dtype`` itself (on a GPU the weights are copied to the card anyway, and
+    bitsandbytes quantizes while loading)."""
     import torch
 
-    return "auto" if dtype == torch.float32 and device_type == "cpu" and not quantized else dtype
+    if dtype == torch.float32 and device_type == "cpu" and not quantized:
+        half = stored_half_dtype(path)
+        if half:
+            return getattr(torch, half)
+    return dtype
 
 
 def finish_load(model: Any, dtype: Any) -> Any:

@@ -85,7 +85,7 @@ def load_base(cfg: RunConfig, kind: str, device: str, progress: Progress | None 
     qc = quant_config(cfg, device, dtype)
     from engine.models.upcast import finish_load, load_dtype
 
-    kwargs: dict[str, Any] = {"dtype": load_dtype(dtype, device, qc is not None)}
+    kwargs: dict[str, Any] = {"dtype": load_dtype(dtype, device, qc is not None, path)}
     if qc is not None:
         kwargs["quantization_config"] = qc
         kwargs["device_map"] = {"": 0 if device == "cuda" else "cpu"}

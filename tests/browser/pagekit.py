@@ -48,6 +48,20 @@ def wait_points_above(page, n: int, timeout_ms: int = 180_000) -> int:
     return points(page)
 
 
+def _wait_stopped(pid: int, timeout_s: float = 10) -> None:
+    """Until the process is really stopped (state T in /proc/PID/stat)."""
+    import time
+
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
+            state = f.read().rsplit(")", 1)[1].split()[0]
+        if state in ("T", "t"):
+            return
+        time.sleep(0.005)
+    raise AssertionError(f"process {pid} did not stop within {timeout_s}s")
+
+
 class JobPacer:
     """Holds a run's training job still (SIGSTOP) right after a chosen number of train-loss
     points, so a page check that needs the run *running* (the chart growing, a stop landing
@@ -72,8 +86,9 @@ class JobPacer:
         while time.monotonic() < deadline:
             st = self.run.raw_status(self.kind)
             if st.get("state") == "running" and st.get("pid") and self.loss_points() > n:
-                os.kill(int(st["pid"]), signal.SIGSTOP)
                 self.pid = int(st["pid"])
+                os.kill(self.pid, signal.SIGSTOP)
+                _wait_stopped(self.pid)  # the signal lands asynchronously: a line may still come
                 return self.loss_points()  # lines written between the look and the stop count too
             if st.get("state") in ("completed", "failed", "stopped"):
                 raise AssertionError(f"the job ended ({st.get('state')}) before point {n + 1}:\n"

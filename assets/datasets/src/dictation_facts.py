@@ -336,3 +336,38 @@ ABBREVIATIONS = [
     ("QT", ["The QT interval is prolonged at 510 milliseconds.",
             "Medicines that lengthen the QT interval were stopped."]),
 ]
+
+# Two more sentences per drug, condition and procedure, in everyday ward phrasing. Why: with
+# three sentences per term, a sentence-level split often left a term in one training sentence
+# only, and the tuned model then missed it in a new sentence. Templates rotate so neighbouring
+# terms get different carriers.
+DRUG_MORE = [
+    ("{Drug} was continued at discharge without changes.", "Please check for allergies before giving {drug}."),
+    ("The patient reports no side effects from {drug}.", "{Drug} is listed on the medication reconciliation form."),
+    ("We reviewed the risks and benefits of {drug} with the patient.", "She asked whether {drug} can be taken with food."),
+    ("Pharmacy confirmed the {drug} order this morning.", "The nurse gave the first dose of {drug} at noon."),
+    ("The home medication list includes {drug}.", "A refill of {drug} was sent to the pharmacy."),
+    ("He missed two doses of {drug} last week.", "We explained why {drug} should not be stopped suddenly."),
+]
+CONDITION_MORE = [
+    ("The discharge diagnosis is {cond}.", "Education about {cond} was given to the family."),
+    ("There is a past history of {cond}.", "The team discussed {cond} on morning rounds."),
+    ("The differential diagnosis includes {cond}.", "Her sister was treated for {cond} last year."),
+    ("The referral letter mentions {cond}.", "No new signs of {cond} were seen at this visit."),
+    ("He was admitted last spring with {cond}.", "The consultant agrees with the diagnosis of {cond}."),
+]
+PROCEDURE_MORE = [
+    ("Consent for {proc} was obtained after a discussion of the risks.", "The report from the {proc} is still pending."),
+    ("The {proc} was tolerated well without complications.", "He is scheduled for {proc} next Tuesday."),
+    ("We explained the {proc} to the patient and the family.", "The {proc} was postponed until tomorrow morning."),
+    ("She has questions about the {proc} planned for Friday.", "The nurse prepared the room for the {proc}."),
+]
+ABBREVIATION_MORE = {
+    "COPD": ["Her COPD has been stable on two inhalers.", "A COPD flare was treated with steroids and antibiotics."],
+    "NSTEMI": ["The NSTEMI was managed medically.", "He was admitted last month with an NSTEMI."],
+    "INR": ["We will recheck the INR on Friday.", "The INR was too high, so the next dose was held."],
+    "BNP": ["The BNP is lower than last month.", "A BNP was sent from the emergency department."],
+    "MRI": ["An MRI of the knee is scheduled for next week.", "The MRI was delayed because of a pacemaker."],
+    "ICU": ["The ICU team was called to the bedside.", "She spent three nights in the ICU."],
+    "QT": ["A baseline QT measurement was taken before the new medicine.", "The QT interval was normal on the repeat tracing."],
+}
