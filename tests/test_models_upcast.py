@@ -80,6 +80,9 @@ def test_taken_only_for_half_precision_files_on_a_cpu_float32_load(bf16_small, t
     assert stored_half_dtype(str(tiny_llama)) is None  # float32 files
     assert stored_half_dtype(str(tmp_path)) is None    # no checkpoint at all
     assert stored_half_dtype("no-such-org/no-such-model") is None  # hub id not in the cache
+    (tmp_path / "junk").mkdir()
+    (tmp_path / "junk" / "model.safetensors").write_bytes(b"\xff" * 16)  # absurd header length
+    assert stored_half_dtype(str(tmp_path / "junk")) is None
     # the config says bfloat16, the files hold float32: the files decide (no lossy bf16 load)
     lying = shutil.copytree(tiny_llama, tmp_path / "lying")
     cfg = json.loads((lying / "config.json").read_text())

@@ -116,6 +116,8 @@ def stored_half_dtype(path: str) -> str | None:
         try:
             with open(f, "rb") as fh:
                 (n,) = struct.unpack("<Q", fh.read(8))
+                if n > 100 * 2**20:  # not a real header (safetensors caps it at 100 MB)
+                    return None
                 header = json.loads(fh.read(n))
         except (OSError, ValueError, struct.error):
             return None

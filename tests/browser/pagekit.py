@@ -40,11 +40,15 @@ def points(page) -> int:
     return int(loc.first.inner_text()) if loc.count() else 0
 
 
-def wait_points_above(page, n: int, timeout_ms: int = 180_000) -> int:
-    """Wait until the chart has more than ``n`` train-loss points; the count."""
+def wait_points_above(page, n: int, timeout_ms: int = 180_000, run_id: str = "") -> int:
+    """Wait until the chart has more than ``n`` train-loss points; the count. With ``run_id``,
+    only once the tab shows that run (right after a launch it may still show the run it was
+    watching, whose count would answer instead)."""
     page.wait_for_function(
-        """(n) => { const el = document.querySelector('#train-progress .train-points');
-                    return el && parseInt(el.innerText) > n; }""", arg=n, timeout=timeout_ms)
+        """([n, rid]) => { const box = document.querySelector('#train-progress');
+                    const el = box && box.querySelector('.train-points');
+                    return el && parseInt(el.innerText) > n && box.innerText.includes(rid); }""",
+        arg=[n, run_id], timeout=timeout_ms)
     return points(page)
 
 

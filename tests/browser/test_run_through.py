@@ -77,6 +77,16 @@ def chart_points(page) -> int:
                    return t && t.x ? t.x.length : 0; }""")
 
 
+def wait_chart_points(page, n: int, timeout_ms: int = 30_000) -> int:
+    """Wait until the Plotly chart itself plots ``n`` train-loss points (it renders after the
+    progress line that the counter is in); the count."""
+    page.wait_for_function(
+        """(n) => { const el = document.querySelector('#train-chart .js-plotly-plot');
+                    const t = el && el.data && el.data.find(d => /train loss/.test(d.name || ''));
+                    return !!t && t.x && t.x.length === n; }""", arg=n, timeout=timeout_ms)
+    return chart_points(page)
+
+
 def wait_state(page, states: str, timeout_ms: int = 180_000) -> str:
     page.wait_for_function(
         """(pat) => new RegExp('^(' + pat + ')$').test(
@@ -176,13 +186,13 @@ def _run_through(app, page, goto_app, open_tab, shot, lap, pacer):
             cfg.train.save_steps, cfg.train.logging_steps) == ("whisper-tiny.en", "med-dictation", 8, MAX_STEPS, 8, 1)
     pacer.run = run
     k1 = pacer.hold_after(0)
-    assert wait_points_above(page, k1 - 1, 60_000) == k1  # held: the page shows what the file has
+    assert wait_points_above(page, k1 - 1, 60_000, run_id) == k1  # held: the page shows what the file has
     page.locator("#train-chart .js-plotly-plot").first.wait_for(timeout=30_000)
-    assert chart_points(page) == k1 and train_state(page) == "running"
+    assert wait_chart_points(page, k1) == k1 and train_state(page) == "running"
     pacer.release()
     k2 = pacer.hold_after(k1)
-    assert wait_points_above(page, k1, 60_000) == k2 > k1  # the chart grew while it ran
-    assert chart_points(page) == k2 and train_state(page) == "running"
+    assert wait_points_above(page, k1, 60_000, run_id) == k2 > k1  # the chart grew while it ran
+    assert wait_chart_points(page, k2) == k2 and train_state(page) == "running"
     shot(page, "runthrough-04-train-running")
     lap("train-points")
 
@@ -210,13 +220,13 @@ def _run_through(app, page, goto_app, open_tab, shot, lap, pacer):
     page.reload()
     page.get_by_role("tab").first.wait_for()
     open_tab(page, "Train")
-    assert wait_points_above(page, k3 - 1, 60_000) == k3
+    assert wait_points_above(page, k3 - 1, 60_000, run_id) == k3
     assert run_id in page.locator("#train-progress").inner_text()
     page.locator("#train-chart .js-plotly-plot").first.wait_for(timeout=30_000)
-    assert chart_points(page) == k3 and train_state(page) == "running"
+    assert wait_chart_points(page, k3) == k3 and train_state(page) == "running"
     pacer.release()
     k4 = pacer.hold_after(k3)
-    assert wait_points_above(page, k3, 60_000) == k4 > k3 and chart_points(page) == k4
+    assert wait_points_above(page, k3, 60_000, run_id) == k4 > k3 and wait_chart_points(page, k4) == k4
     assert train_state(page) == "running"
     shot(page, "runthrough-06-train-reloaded")
     pacer.release()

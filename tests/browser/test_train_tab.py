@@ -3,6 +3,7 @@ gain points, reload the page, see it re-attach and keep updating, see the run co
 
 from __future__ import annotations
 
+import re
 import shutil
 
 import pytest
@@ -45,7 +46,8 @@ def _launch_watch_reload_complete(page, open_tab, shot):
     page.locator("#train-launch").click()
     page.wait_for_function("() => /Run .*browser-run (running|queued)/.test("
                            "document.querySelector('#train-status').innerText)", timeout=60_000)
-    n1 = wait_points_above(page, 1)
+    run_id = re.search(r"Run (\S+browser-run)", page.locator("#train-status").inner_text()).group(1)
+    n1 = wait_points_above(page, 1, run_id=run_id)  # the launched run, not one watched before
     page.locator("#train-chart .js-plotly-plot").first.wait_for(timeout=30_000)
     n2 = wait_points_above(page, n1)
     assert n2 > n1 >= 2

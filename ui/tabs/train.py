@@ -218,7 +218,11 @@ def build(ctx: AppContext) -> None:
     gr.Markdown("### Runs")
     table = gr.Dataframe(headers=TABLE_COLS, value=lambda: runs_table(ctx), interactive=False, elem_id="train-runs",
                          wrap=True)
-    selected = gr.Dropdown([], value=[], multiselect=True, label="Runs to watch / compare",
+    # allow_custom_value: the timer refreshes the choices, and a tick computed just before a
+    # launch can leave the launched run selected but not yet among the client's choices; strict
+    # validation would then fail every later tick. Unknown ids are filtered in refresh() and
+    # refused by get_run() in act() instead.
+    selected = gr.Dropdown([], value=[], multiselect=True, allow_custom_value=True, label="Runs to watch / compare",
                            elem_id="train-selected", info="Pick one to watch it, several to overlay their curves.")
     progress = gr.HTML(elem_id="train-progress")
     chart = gr.Plot(label="Loss (and WER for speech)", elem_id="train-chart")
@@ -264,15 +268,18 @@ def build(ctx: AppContext) -> None:
         jobs.schedule(ctx.workspace)  # reclaims dead jobs' slots and starts queued ones
         all_runs = list_runs(ctx.workspace)
         all_ids = [r.id for r in all_runs]
-        ids = [i for i in (ids or []) if i in all_ids]
+        given = list(ids or [])
+        ids = [i for i in given if i in all_ids]
         if not ids and all_ids:  # after a reload: watch the active run, else the newest one
             active = [r.id for r in all_runs if r.status().get("state") in ("running", "queued")]
             ids = [(active or all_ids)[0]]
         runs = [get_run(ctx.workspace, i) for i in ids]
         prog = "".join(progress_html(r) for r in runs)
         tail = runs[0].log_tail(40) if len(runs) == 1 else ""
-        return (gr.update(choices=all_ids, value=ids), runs_table(ctx), prog, loss_figure(runs) if runs else None,
-                tail, diff_rows(ctx, ids))
+        # Set the selection only when this tick had to change it: a tick runs beside a Launch
+        # click, and writing back the ids it was given would undo the launch's new selection.
+        sel = gr.update(choices=all_ids) if ids == given else gr.update(choices=all_ids, value=ids)
+        return (sel, runs_table(ctx), prog, loss_figure(runs) if runs else None, tail, diff_rows(ctx, ids))
 
     outs = [selected, table, progress, chart, log, diff]
     timer.tick(refresh, selected, outs, show_progress="hidden")
