@@ -40,7 +40,7 @@ def test_lean_load_matches_a_plain_float32_load(bf16_small):
     assert load_dtype(torch.float32, "cpu", False, str(bf16_small)) == torch.bfloat16
     lean = AutoModelForCausalLM.from_pretrained(bf16_small, dtype=torch.bfloat16)
     assert next(lean.parameters()).dtype == torch.bfloat16  # loaded as stored, lazily mapped
-    finish_load(lean, torch.float32)
+    finish_load(lean, torch.float32, torch.bfloat16)
     p_plain, p_lean = dict(plain.named_parameters()), dict(lean.named_parameters())
     assert p_plain.keys() == p_lean.keys()
     for name, p in p_lean.items():
@@ -104,7 +104,7 @@ _PEAK = textwrap.dedent("""
     before = hwm()
     m = AutoModelForCausalLM.from_pretrained(path, dtype=load_dtype(torch.float32, 'cpu', False, path) if lean else torch.float32)
     if lean:
-        finish_load(m, torch.float32)
+        finish_load(m, torch.float32, torch.bfloat16)
     print(json.dumps({'before': before, 'peak': hwm()}))
 """)
 

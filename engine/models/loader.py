@@ -134,7 +134,8 @@ def _load_weights(spec: ModelSpec, path: str, torch_dtype, device, quant: str):
     from engine.models.upcast import finish_load, load_dtype
 
     qcfg = quantization_config(quant, torch_dtype)
-    kwargs: dict[str, Any] = {"dtype": load_dtype(torch_dtype, device.type, qcfg is not None, path)}
+    loaded_as = load_dtype(torch_dtype, device.type, qcfg is not None, path)
+    kwargs: dict[str, Any] = {"dtype": loaded_as}
     if qcfg is not None:
         kwargs["quantization_config"] = qcfg
         kwargs["device_map"] = {"": device}  # bitsandbytes places weights at load time
@@ -157,7 +158,7 @@ def _load_weights(spec: ModelSpec, path: str, torch_dtype, device, quant: str):
             raise _not_found(spec, e) from e
         raise ModelError(f"Could not load model '{spec.name}' from {path}: {text.splitlines()[0] if text else e!r}") from e
     if qcfg is None:
-        model = finish_load(model, torch_dtype).to(device)
+        model = finish_load(model, torch_dtype, loaded_as).to(device)
     if spec.kind == "text" and getattr(processor, "pad_token", None) is None:
         processor.pad_token = processor.eos_token
     return model.eval(), processor

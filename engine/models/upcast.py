@@ -139,9 +139,10 @@ def load_dtype(dtype: Any, device_type: str, quantized: bool, path: str) -> Any:
     return dtype
 
 
-def finish_load(model: Any, dtype: Any) -> Any:
-    """After a ``load_dtype`` load: bring a half-precision checkpoint up to ``dtype`` (no-op
-    when it already is)."""
-    if any(p.is_floating_point() and p.dtype != dtype for p in model.parameters()):
+def finish_load(model: Any, dtype: Any, loaded_as: Any) -> Any:
+    """After loading with ``dtype=loaded_as`` (from :func:`load_dtype`): bring a checkpoint
+    loaded in half precision up to ``dtype``. Nothing is touched when it was loaded as
+    ``dtype`` already (so modules a model keeps in float32 on purpose stay as they are)."""
+    if loaded_as != dtype:
         upcast_dropping_pages(model, dtype)
     return model

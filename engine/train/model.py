@@ -85,7 +85,8 @@ def load_base(cfg: RunConfig, kind: str, device: str, progress: Progress | None 
     qc = quant_config(cfg, device, dtype)
     from engine.models.upcast import finish_load, load_dtype
 
-    kwargs: dict[str, Any] = {"dtype": load_dtype(dtype, device, qc is not None, path)}
+    loaded_as = load_dtype(dtype, device, qc is not None, path)
+    kwargs: dict[str, Any] = {"dtype": loaded_as}
     if qc is not None:
         kwargs["quantization_config"] = qc
         kwargs["device_map"] = {"": 0 if device == "cuda" else "cpu"}
@@ -107,7 +108,7 @@ def load_base(cfg: RunConfig, kind: str, device: str, progress: Progress | None 
                          hint="Check the name (`medtune models list`), or download the model into the "
                               "workspace and give its folder.") from None
     if qc is None:
-        finish_load(model, dtype)
+        finish_load(model, dtype, loaded_as)
         if device == "cuda":
             model.to("cuda")
     model.config.use_cache = False  # caching is for generation; it only costs memory in training
