@@ -63,21 +63,24 @@ def upcast_dropping_pages(model: Any, dtype: Any) -> None:
     libc = ctypes.CDLL(None, use_errno=True) if regions else None
     if libc is not None:
         libc.madvise.argtypes = (ctypes.c_void_p, ctypes.c_size_t, ctypes.c_int)
-    done: dict[int, Any] = {}  # a buffer shared by several modules is converted once
+    # A shared Parameter is converted in place once (later sightings already have ``dtype``);
+    # a buffer is replaced, so one shared by several modules needs its new tensor remembered
+    # (the old one is kept too, so its id cannot be reused by another tensor meanwhile).
+    new_buffers: dict[int, tuple[Any, Any]] = {}
     for module in model.modules():
         for store in (module._parameters, module._buffers):
             for name, t in list(store.items()):
                 if t is None or not t.is_floating_point() or t.dtype == dtype:
                     continue
-                if id(t) in done:
-                    store[name] = done[id(t)]
+                if id(t) in new_buffers:
+                    store[name] = new_buffers[id(t)][1]
                     continue
                 start, nbytes = t.data_ptr(), t.numel() * t.element_size()
                 if store is module._parameters:
                     t.data = t.data.to(dtype)
-                    done[id(t)] = t
                 else:
-                    store[name] = done[id(t)] = t.to(dtype)
+                    store[name] = t.to(dtype)
+                    new_buffers[id(t)] = (t, store[name])
                 if libc is not None and t.device.type == "cpu":
                     _drop(libc, regions, start, nbytes)
     if getattr(model, "config", None) is not None:

@@ -6,6 +6,10 @@ count of train-loss points, which the tests watch to see a live run's chart grow
 
 from __future__ import annotations
 
+import os
+import signal
+import time
+
 
 def wait_text(page, selector: str, pattern: str, timeout_ms: int = 300_000) -> str:
     """Wait until ``selector``'s text matches the regex ``pattern`` (case-insensitive); the text."""
@@ -54,8 +58,6 @@ def wait_points_above(page, n: int, timeout_ms: int = 180_000, run_id: str = "")
 
 def _wait_stopped(pid: int, timeout_s: float = 10) -> None:
     """Until the process is really stopped (state T in /proc/PID/stat)."""
-    import time
-
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
         with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as f:
@@ -82,10 +84,6 @@ class JobPacer:
 
     def hold_after(self, n: int, timeout_s: float = 420) -> int:
         """Wait until the job has written more than ``n`` loss points, freeze it; the count."""
-        import os
-        import signal
-        import time
-
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
             st = self.run.raw_status(self.kind)
@@ -101,9 +99,6 @@ class JobPacer:
         raise AssertionError(f"no point {n + 1} within {timeout_s}s:\n" + self.run.log_tail(2000))
 
     def release(self) -> None:
-        import os
-        import signal
-
         if self.pid is not None:
             try:
                 os.kill(self.pid, signal.SIGCONT)
