@@ -458,9 +458,12 @@ def test_out_of_memory_in_a_training_step(workspace, tiny_llama, tmp_path, monke
         assert knob in st["hint"]
     assert len(_train_steps(run)) <= 1, "the step should not fit"  # (1 only if the limit came late)
     assert not run.adapter_dir.exists()
+    # the job records "failed" first and frees its device slot as its last act (then starts the
+    # next queued job): wait for the slot rather than race the exiting process
+    _wait_for(lambda: not list((workspace.runs / ".jobs").glob("active-*.json")), what="the device slot to be freed")
     jobs.schedule(workspace)
     assert run.status()["state"] == "failed"  # auto_resume is on, but the same batch would not fit
-    assert not list((workspace.runs / ".jobs").glob("active-*.json"))  # the device slot is free
+    assert not list((workspace.runs / ".jobs").glob("active-*.json"))
     # The launcher (here: this process, as the UI's launch button) is untouched: its own limit
     # is unchanged, and the Train tab's view of the run shows the reason and the hint.
     assert resource.getrlimit(resource.RLIMIT_DATA) == mine
