@@ -61,7 +61,9 @@ class LoraConfig:
     r: int = _f(16, "LoRA rank: size of the low-rank update. 8-64 is typical.", min=1, max=1024)
     alpha: float = _f(32.0, "LoRA alpha: scales the update (effective scale alpha/r, or alpha/sqrt(r) "
                       "with rsLoRA). Commonly 2 x r.", min=0.0, exclusive_min=True)
-    dropout: float = _f(0.05, "Dropout on the LoRA input, in [0, 1).", min=0.0, max=1.0, exclusive_max=True)
+    dropout: float = _f(0.05, "Dropout on the LoRA input, in [0, 1). Speech with a frozen encoder: not on "
+                        "the encoder frames that feed the cross-attention keys/values (speed).",
+                        min=0.0, max=1.0, exclusive_max=True)
     target_modules: str = _f("auto", "Layers that get LoRA: auto (the model's attention and MLP linear "
                              "layers), all-linear, or a comma-separated list of module names such as "
                              "q_proj,v_proj.")

@@ -195,5 +195,8 @@ def _trainer(cfg: RunConfig, run: Run, model, proc, train_ds, eval_ds, collator,
         disable_tqdm=True,
         save_only_model=False,
     )
-    return Trainer(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collator,
-                   processing_class=proc)
+    cls = Trainer
+    if kind == "speech":
+        from engine.train.speech_step import SpeechTrainer as cls
+    return cls(model=model, args=args, train_dataset=train_ds, eval_dataset=eval_ds, data_collator=collator,
+               processing_class=proc)

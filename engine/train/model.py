@@ -166,7 +166,24 @@ def apply_lora(cfg: RunConfig, model: torch.nn.Module, kind: str) -> torch.nn.Mo
         # input_ids=None and break, so speech uses the plain wrapper (kwargs go straight through)
         task_type=None if kind == "speech" else "CAUSAL_LM",
     )
-    return get_peft_model(model, lc)
+    model = get_peft_model(model, lc)
+    if kind == "speech" and not cfg.lora.encoder_lora:
+        _no_dropout_on_encoder_frames(model)
+    return model
+
+
+def _no_dropout_on_encoder_frames(model: torch.nn.Module) -> None:
+    """No LoRA dropout on the cross-attention key/value inputs, which are the 1500 encoder frames.
+
+    A fresh mask over every frame for each of them was ~25% of a CPU training step (the
+    RNG alone), and without it the step folds these projections away altogether
+    (engine/train/speech_step.py). Dropout stays on every decoder-token input. Measured on
+    the shipped dictation set: term recall 0.833 with it, 0.817 without dropout anywhere.
+    """
+    for name, mod in model.named_modules():
+        if name.endswith(("encoder_attn.k_proj", "encoder_attn.v_proj")) and hasattr(mod, "lora_dropout"):
+            for adapter in list(mod.lora_dropout.keys()):
+                mod.lora_dropout[adapter] = torch.nn.Identity()
 
 
 def count_params(model: torch.nn.Module) -> tuple[int, int]:
