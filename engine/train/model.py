@@ -177,8 +177,10 @@ def _no_dropout_on_encoder_frames(model: torch.nn.Module) -> None:
 
     A fresh mask over every frame for each of them was ~25% of a CPU training step (the
     RNG alone), and without it the step folds these projections away altogether
-    (engine/train/speech_step.py). Dropout stays on every decoder-token input. Measured on
-    the shipped dictation set: term recall 0.833 with it, 0.817 without dropout anywhere.
+    (engine/train/speech_step.py). Dropout stays on every decoder-token input. Term recall
+    of the Whisper recipe on the shipped test split: 0.833 with dropout on the frames too
+    (600 clips, 170 steps), 0.817 with no LoRA dropout at all (same), 0.833 like this
+    (640 clips, 180 steps: the recipe, at about half the step time).
     """
     for name, mod in model.named_modules():
         if name.endswith(("encoder_attn.k_proj", "encoder_attn.v_proj")) and hasattr(mod, "lora_dropout"):
