@@ -13,9 +13,10 @@ Both: same model (embedded Whisper tiny.en unless --model), same shipped med-dic
 clips, same decoder LoRA (workbench defaults), batch, schedule and seed, the Trainer set up
 by engine.train.job, and so the same decoder step (engine/train/speech_step.py: cross-
 attention folded over the frozen frames, loss on target positions): the only difference
-is where the encoder output comes from, so the ratio is the cache's alone. Figures: training samples/s, the one-time cache build (its cost is
-paid once per clip and model, and reused by every later run and epoch), samples/s with the
-cache build counted over --epochs, peak RSS (and GPU memory). Goal: >= 5x samples/s.
+is where the encoder output comes from, so the ratio is the cache's alone.
+Figures: training samples/s, the one-time cache build (its cost is paid once per clip and
+model, and reused by every later run and epoch), samples/s with the cache build counted
+over --epochs, peak RSS (and GPU memory). Goal: >= 5x samples/s.
 """
 
 from __future__ import annotations

@@ -19,8 +19,8 @@ from transformers import TrainerCallback
 
 from engine.errors import DataError
 from engine.progress import Progress, report
+from engine.train.collators import IGNORE  # one definition: what the collators pad labels with
 
-IGNORE = -100
 
 
 def prompt_ids(processor: Any, model: Any) -> list[int]:

@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from transformers import Trainer
 
-IGNORE = -100
+from engine.train.collators import IGNORE  # one definition: what the collators pad labels with
+
 
 
 def _plain(m: Any) -> bool:

@@ -11,8 +11,8 @@ from __future__ import annotations
 from typing import Any
 
 from engine.errors import DataError
+from engine.train.collators import IGNORE  # one definition: what the collators pad labels with
 
-IGNORE = -100
 #: Used when a tokenizer has no chat template (base models such as Llama-2-7b-hf, phi-2).
 PLAIN_TEMPLATE = "### Question:\n{prompt}\n\n### Answer:\n"
 
