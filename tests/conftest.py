@@ -14,8 +14,20 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 import engine  # noqa: E402,F401 - OpenMP passive wait before any test imports torch (engine/__init__.py)
+from extras import PROBES, required_extras, verdict  # noqa: E402
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".test-artifacts"
+
+
+def pytest_runtest_setup(item):
+    required = required_extras()
+    for mark in item.iter_markers("extra"):
+        (name,) = mark.args
+        probe = PROBES.get(name)
+        found = verdict(name, bool(probe and probe()), required)
+        if found:
+            kind, msg = found
+            (pytest.fail if kind == "fail" else pytest.skip)(msg)
 
 
 @pytest.fixture

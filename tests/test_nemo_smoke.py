@@ -13,10 +13,7 @@ import string
 
 import pytest
 
-from engine.nemo.availability import nemo_installed
-
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(not nemo_installed(), reason="NeMo extra not installed (pip install -e '.[nemo]')")]
+pytestmark = [pytest.mark.slow, pytest.mark.extra("nemo")]
 
 HIDDEN = 64
 

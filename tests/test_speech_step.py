@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import inspect
 
 import pytest
 import torch
@@ -15,6 +16,9 @@ from engine.train.model import apply_lora
 from engine.train.speech_step import SpeechTrainer, _absorbed_pays, speed_up_cross_attention
 
 D, HEADS, FRAMES = 64, 2, 1500  # with 2 heads the shortcut pays below 32 target tokens
+# transformers 5.24 renamed the cache argument (past_key_values -> cache); pass the current name
+CACHE_ARG = "cache" if "cache" in inspect.signature(WhisperForConditionalGeneration.forward).parameters \
+    else "past_key_values"
 
 
 def _model(**lora) -> torch.nn.Module:
@@ -144,10 +148,10 @@ def test_cross_attention_takes_stock_forward_where_the_shortcut_does_not_apply()
         enc, ids = batch["encoder_outputs"], batch["decoder_input_ids"][:, :4]
         with torch.no_grad():
             past = EncoderDecoderCache(DynamicCache(), DynamicCache())
-            first = model(encoder_outputs=enc, decoder_input_ids=ids, past_key_values=past, use_cache=True)
+            first = model(encoder_outputs=enc, decoder_input_ids=ids, use_cache=True, **{CACHE_ARG: past})
             nxt = first.logits[:, -1:].argmax(-1)
-            second = model(encoder_outputs=enc, decoder_input_ids=nxt, past_key_values=first.past_key_values,
-                           use_cache=True)
+            second = model(encoder_outputs=enc, decoder_input_ids=nxt, use_cache=True,
+                           **{CACHE_ARG: first.past_key_values})
         outs.append((first.logits, second.logits))
     torch.testing.assert_close(outs[0], outs[1])
     assert calls[0] == 2  # projected once per layer, then reused from the cache

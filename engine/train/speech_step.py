@@ -77,17 +77,23 @@ def _absorbed_pays(tgt: int, dim: int, heads: int) -> bool:
     return tgt * 2 * (heads - 1) < dim
 
 
-def _cross_attention_forward(self, hidden_states, key_value_states=None, past_key_values=None,
-                             attention_mask=None, output_attentions=False, **kwargs):
+# The name under which the decoder layer hands a cross-attention its KV cache: transformers
+# <= 5.23 says past_key_values, 5.24 renamed it to cache (the old name kept as a deprecated alias).
+_CACHE_KWARGS = ("cache", "past_key_values", "past_key_value")
+
+
+def _cross_attention_forward(self, hidden_states, key_value_states=None, *args, attention_mask=None,
+                             output_attentions=False, **kwargs):
     bsz, tgt, dim = hidden_states.shape
     heads, hd = self.num_heads, self.head_dim
     kp = vp = None
-    if (key_value_states is not None and past_key_values is None and attention_mask is None
+    # Any cache, under whichever name, means generation: the stock forward fills and reuses it.
+    cached = args or any(kwargs.get(k) is not None for k in _CACHE_KWARGS)
+    if (key_value_states is not None and not cached and attention_mask is None
             and not output_attentions and not key_value_states.requires_grad and _absorbed_pays(tgt, dim, heads)):
         kp, vp = _linear_parts(self.k_proj), _linear_parts(self.v_proj)
     if kp is None or vp is None:
-        return self._medtune_stock_forward(hidden_states, key_value_states=key_value_states,
-                                           past_key_values=past_key_values, attention_mask=attention_mask,
+        return self._medtune_stock_forward(hidden_states, key_value_states, *args, attention_mask=attention_mask,
                                            output_attentions=output_attentions, **kwargs)
     (wk, _, k_loras), (wv, bv, v_loras) = kp, vp
     # Absorbed form: with e the encoder frames, q_h . (W_k,h e) = (q_h W_k,h) . e and
