@@ -1,7 +1,8 @@
 """Start the MedTune Workbench in the browser: ``python launch.py`` -> http://127.0.0.1:7860
 
 Binds 127.0.0.1 unless ``--host`` says otherwise; ``--share`` is off unless asked for.
-Set ``MEDTUNE_AUTH=user:password`` (several separated by commas) to require a login.
+Set ``MEDTUNE_AUTH=user:password`` (several separated by commas) to require a login: the whole
+app then sits behind ui/auth.py's gate (its own sign-in page, wrong passwords throttled).
 Uploads are limited to ``--max-upload-mb`` (default 256 MB) and land inside the workspace.
 """
 
@@ -19,6 +20,8 @@ os.environ["HF_HUB_DISABLE_TELEMETRY"] = "1"
 os.environ["DO_NOT_TRACK"] = "1"
 
 import engine  # noqa: E402,F401 - sets OpenMP's passive wait before anything loads torch (see engine/__init__.py)
+from engine.workspace import ASSETS, Workspace  # noqa: E402
+from ui.auth import LoginGate, LoginThrottle  # noqa: E402 - starlette only: gradio must wait for GRADIO_TEMP_DIR
 
 DEFAULT_PORT = 7860
 DEFAULT_MAX_UPLOAD_MB = 256
@@ -57,13 +60,36 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def launch_options(args: argparse.Namespace, ws: Workspace, gate: LoginGate | None) -> dict:
+    """Keyword arguments for ``Blocks.launch``. With a gate, Gradio's own login stays off (it
+    would serve the app's API description to anyone, see ui/auth.py): the gate's middleware
+    answers every request without a session, and Gradio asks it who is signed in."""
+    from ui.app import launch_kwargs  # imports gradio: only once GRADIO_TEMP_DIR is set (main)
+
+    opts = dict(
+        server_name=args.host,
+        server_port=args.port,
+        share=args.share,
+        allowed_paths=[str(ws.root)] + ([str(ASSETS)] if ASSETS.is_dir() else []),
+        max_file_size=int(args.max_upload_mb * 1024 * 1024),
+        **launch_kwargs(),
+    )
+    if gate is not None:
+        opts.update(auth_dependency=gate.user_of, app_kwargs={"middleware": [gate.middleware()]})
+    return opts
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     auth = parse_auth(os.environ.get("MEDTUNE_AUTH"))
     if args.max_upload_mb <= 0:
         raise SystemExit("--max-upload-mb must be positive.")
-
-    from engine.workspace import ASSETS, Workspace
+    try:
+        # Spaces set SYSTEM=spaces (Gradio checks the same): the app is framed by huggingface.co.
+        gate = (LoginGate(auth, LoginThrottle.from_env(os.environ), in_space=os.environ.get("SYSTEM") == "spaces")
+                if auth else None)
+    except ValueError as e:
+        raise SystemExit(str(e)) from e
 
     try:
         ws = Workspace.open(args.workspace)
@@ -74,23 +100,15 @@ def main(argv: list[str] | None = None) -> int:
     # variable at import time, hence before the import below.
     os.environ["GRADIO_TEMP_DIR"] = str(ws.uploads / "gradio")
 
-    from ui.app import build_app, launch_kwargs
+    from ui.app import build_app
     from ui.context import AppContext
 
-    demo = build_app(AppContext(workspace=ws))
+    demo = build_app(AppContext(workspace=ws), sign_out=gate is not None)
     demo.queue(default_concurrency_limit=4)
     print(f"MedTune Workbench: workspace {ws.root}; auth {'on' if auth else 'off'}; "
           f"binding {args.host}:{args.port}", flush=True)
     try:
-        demo.launch(
-            server_name=args.host,
-            server_port=args.port,
-            share=args.share,
-            auth=auth,
-            allowed_paths=[str(ws.root)] + ([str(ASSETS)] if ASSETS.is_dir() else []),
-            max_file_size=int(args.max_upload_mb * 1024 * 1024),
-            **launch_kwargs(),
-        )
+        demo.launch(**launch_options(args, ws, gate))
     except OSError as e:  # Gradio's "Cannot find empty port": most often a second launch
         raise SystemExit(f"Cannot serve on {args.host}:{args.port}: the port is in use (is the workbench "
                          f"already running?) or the address is not available. Pick another with --port. ({e})") from e

@@ -74,3 +74,15 @@ def atomic_dir(final: str | os.PathLike, *, overwrite: bool = False) -> Iterator
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def sweep_leftovers(folder: str | os.PathLike) -> list[str]:
+    """Remove the ``.partial-*`` / ``.old-*`` entries that writes killed mid-way left directly
+    in ``folder`` (call it only while nothing is writing there); returns their names."""
+    folder, removed = Path(folder), []
+    if folder.is_dir():
+        for p in folder.iterdir():
+            if p.name.startswith((".partial-", ".old-")):
+                shutil.rmtree(p, ignore_errors=True) if p.is_dir() and not p.is_symlink() else p.unlink(missing_ok=True)
+                removed.append(p.name)
+    return removed

@@ -8,6 +8,7 @@ of stopping at the first, so a user fixes a config in one pass.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import importlib.util
 import json
@@ -22,10 +23,29 @@ from typing import Any
 import yaml
 
 from engine.errors import ConfigError, MedtuneError
+from engine.models.registry import model_ref
+
+
+# Caps on the free-text fields (metadata ``max_len``); every str field has one or a choice list.
+#: A system prompt is prepended to every training example: 20,000 characters (~5,000 tokens)
+#: is far above any real instruction, and an uncapped one (50 MB) grew a job to 4.8 GB.
+MAX_PROMPT_CHARS = 20_000
+#: Linux's PATH_MAX: a longer model or dataset path cannot name anything on disk.
+MAX_PATH_CHARS = 4096
+#: A split is a file name in the dataset folder; the same 64 as the split-name pattern below.
+MAX_SPLIT_CHARS = 64
+#: A comma-separated list of module names: a hundred long names fit in 2,000 characters.
+MAX_MODULES_CHARS = 2000
+#: The biggest config file read (recipes, run configs). Every capped field of a valid config,
+#: even YAML-escaped, stays under 400 KB; a bigger file is refused before it is parsed, so a
+#: run whose config.yaml grew huge cannot stall every reader.
+MAX_CONFIG_BYTES = 1024 * 1024
 
 
 def _f(default: Any, help: str, **meta: Any) -> Any:
-    """A dataclass field whose metadata carries help/choices/min/max for form and checks."""
+    """A dataclass field whose metadata carries help/choices/min/max/max_len for form and
+    checks, and ``path`` (model, dataset or split) for the fields that name something on disk:
+    each such kind has one resolver, :func:`resolve_ref`."""
     meta["help"] = help
     if isinstance(default, list):
         return field(default_factory=lambda d=default: list(d), metadata=meta)
@@ -35,7 +55,8 @@ def _f(default: Any, help: str, **meta: Any) -> Any:
 @dataclass
 class ModelConfig:
     name: str = _f("smollm2-135m-instruct",
-                   "Model: a registry name (see `medtune models list`), a Hugging Face hub id, or a local folder.")
+                   "Model: a registry name (see `medtune models list`), a Hugging Face hub id, or a local folder.",
+                   path="model", max_len=MAX_PATH_CHARS)
     quantization: str = _f("none", "Load the base weights quantized: none, 8bit, or 4bit (NF4 with double "
                            "quantization = QLoRA). Needs bitsandbytes.", choices=["none", "8bit", "4bit"])
     dtype: str = _f("auto", "Weight dtype when not quantized. auto = float32 on CPU, bfloat16 on a GPU that "
@@ -45,13 +66,16 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     dataset: str = _f("med-qa", "A shipped dataset name (med-qa, med-dictation, pubmedqa-synth, ...) or the "
-                      "path of a dataset folder in the workspace.")
-    train_split: str = _f("train", "Split used for training.")
-    eval_split: str = _f("validation", "Split used for evaluation during training (empty = no evaluation).")
-    test_split: str = _f("test", "Held-out split for the final evaluation (Evaluate tab).")
+                      "path of a dataset folder in the workspace.", path="dataset", max_len=MAX_PATH_CHARS)
+    train_split: str = _f("train", "Split used for training.", path="split", max_len=MAX_SPLIT_CHARS)
+    eval_split: str = _f("validation", "Split used for evaluation during training (empty = no evaluation).",
+                         path="split", max_len=MAX_SPLIT_CHARS)
+    test_split: str = _f("test", "Held-out split for the final evaluation (Evaluate tab).", path="split",
+                         max_len=MAX_SPLIT_CHARS)
     max_train_samples: int = _f(0, "Use at most this many training examples (0 = all).", min=0)
     max_eval_samples: int = _f(0, "Use at most this many evaluation examples (0 = all).", min=0)
-    system_prompt: str = _f("", "Optional system message added to every chat (text models).")
+    system_prompt: str = _f("", "Optional system message added to every chat (text models).",
+                            max_len=MAX_PROMPT_CHARS)
 
 
 @dataclass
@@ -66,7 +90,7 @@ class LoraConfig:
                         min=0.0, max=1.0, exclusive_max=True)
     target_modules: str = _f("auto", "Layers that get LoRA: auto (the model's attention and MLP linear "
                              "layers), all-linear, or a comma-separated list of module names such as "
-                             "q_proj,v_proj.")
+                             "q_proj,v_proj.", max_len=MAX_MODULES_CHARS)
     bias: str = _f("none", "Which biases to train: none, all, or lora_only.", choices=["none", "all", "lora_only"])
     use_rslora: bool = _f(False, "rsLoRA: scale by alpha/sqrt(r), which keeps high ranks stable.")
     use_dora: bool = _f(False, "DoRA: weight-decomposed LoRA (slower, sometimes better at low rank).")
@@ -165,20 +189,57 @@ class RunConfig:
 
     # ---- validation --------------------------------------------------------------------
     def validate(self, workspace: Any = None) -> list[str]:
-        """Every problem with this config, one line each, naming the field."""
-        problems: list[str] = []
-        for sec in dataclasses.fields(self):
-            obj = getattr(self, sec.name)
-            for f in dataclasses.fields(obj):
-                problems += _check_field(f"{sec.name}.{f.name}", getattr(obj, f.name), f.metadata)
-        problems += _cross_checks(self, workspace)
-        return problems
+        """Every problem with this config, one line each, naming the field.
+
+        With ``workspace`` the dataset must be in it (or shipped); a local model folder is
+        not confined here, because ``medtune train`` runs with the user's own rights: the app
+        admits a config through :meth:`confined` instead."""
+        return self._problems(workspace, confine_model=False)[0]
 
     def check(self, workspace: Any = None, source: str | None = None) -> "RunConfig":
         problems = self.validate(workspace)
         if problems:
             raise ConfigError(problems, source=source)
         return self
+
+    def confined(self, workspace: Any) -> tuple["RunConfig", list[str]]:
+        """The app's gate: (this config with every path field resolved, every problem). Each
+        field marked ``path`` goes through :func:`resolve_ref` confined to ``workspace``, the
+        model folder included; a local model folder is replaced by its resolved path inside the
+        workspace, so the job (whose working directory is the repository) never re-reads a
+        relative name."""
+        problems, resolved = self._problems(workspace, confine_model=True)
+        return self._with(resolved), problems
+
+    def _with(self, values: dict[str, Any]) -> "RunConfig":
+        """A copy with ``{"section.field": value}`` set (values already of the field's type)."""
+        cfg = copy.deepcopy(self)
+        for key, value in values.items():
+            section, _, name = key.partition(".")
+            setattr(getattr(cfg, section), name, value)
+        return cfg
+
+    def _problems(self, workspace: Any, *, confine_model: bool) -> tuple[list[str], dict[str, str]]:
+        """(problems, {"section.field": resolved value} of the path fields)."""
+        problems: list[str] = []
+        resolved: dict[str, str] = {}
+        unusable: set[str] = set()  # fields the cross-checks must not use (too long, unresolvable)
+        for sec in dataclasses.fields(self):
+            obj = getattr(self, sec.name)
+            for f in dataclasses.fields(obj):
+                key, value, kind = f"{sec.name}.{f.name}", getattr(obj, f.name), f.metadata.get("path")
+                found = _check_field(key, value, f.metadata)
+                if kind and not found:
+                    where = workspace if kind != "model" or confine_model else None
+                    try:
+                        resolved[key] = resolve_ref(kind, value, where)
+                    except MedtuneError as e:
+                        found.append(f"{key}: {e.message}")
+                if found:
+                    unusable.add(key)
+                problems += found
+        problems += _cross_checks(self._with(resolved), workspace, unusable)
+        return problems, resolved
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "lora": LoraConfig, "train": TrainConfig,
@@ -261,6 +322,8 @@ def _build_section(cls: type, raw: Any, name: str, problems: list[str]) -> Any:
 
 def _check_field(path: str, value: Any, meta: Any) -> list[str]:
     out = []
+    if isinstance(value, str) and meta.get("max_len") is not None and len(value) > meta["max_len"]:
+        return [f"{path}: must be at most {meta['max_len']:,} characters, got {len(value):,}"]
     if "choices" in meta and value not in meta["choices"]:
         out.append(f"{path}: must be one of {', '.join(map(str, meta['choices']))}, got {_short(value)}")
     if isinstance(value, float) and not math.isfinite(value):
@@ -294,15 +357,14 @@ def model_kind(name: str) -> str | None:
         from engine.models.registry import resolve_model
         return resolve_model(name).kind
     except Exception:  # unknown here; the job reports a proper ModelError when it loads
-        p = Path(name).expanduser()
-        cfg = p / "config.json"
-        if cfg.is_file():
-            try:
-                mt = json.loads(cfg.read_text()).get("model_type", "")
-                return "speech" if "whisper" in mt or "speech" in mt else "text"
-            except (OSError, ValueError):
-                return None
-        return "speech" if "whisper" in name.lower() else None
+        try:
+            cfg = Path(name).expanduser() / "config.json"
+            if not cfg.is_file():
+                return "speech" if "whisper" in name.lower() else None
+            mt = json.loads(cfg.read_text()).get("model_type", "")
+            return "speech" if "whisper" in mt or "speech" in mt else "text"
+        except (OSError, RuntimeError, ValueError, AttributeError):  # a name no folder can have, unreadable, not JSON
+            return None
 
 
 #: Kinds of the shipped datasets, so validation needs no dataset build.
@@ -345,7 +407,34 @@ def _dataset_folder(ref: str, workspace: Any) -> Path:
     return saved_dataset(workspace, ref) or workspace.resolve(ref)
 
 
-def _cross_checks(cfg: RunConfig, workspace: Any) -> list[str]:
+def resolve_ref(kind: str, value: str, workspace: Any = None) -> str:
+    """The one resolver for RunConfig's path fields (metadata ``path``), and for the app's boxes
+    of the same kinds: the value to keep, or a MedtuneError saying why not. ``model``: a registry
+    name or hub id as given, a local folder as its resolved path inside ``workspace``
+    (:func:`engine.models.registry.model_ref`); ``dataset``: a shipped name, a saved dataset or
+    a dataset folder inside ``workspace``; ``split``: a file name in the dataset folder. Without
+    a workspace only what needs none is checked."""
+    if kind == "split":
+        if value.strip() and not _SPLIT_NAME.fullmatch(value.strip()):
+            raise MedtuneError(f"'{value.strip()[:80]}' is not a split name (letters, digits, '.', '_' and '-', "
+                               "e.g. train, validation, test)")
+        return value
+    if kind not in ("model", "dataset"):
+        raise ValueError(f"unknown path kind {kind!r}")  # a field marked with a kind nobody resolves: a bug
+    if not value.strip():
+        raise MedtuneError("must not be empty")
+    if workspace is None:
+        return value
+    if kind == "model":
+        return model_ref(value, workspace)
+    if value.strip() not in SHIPPED_KINDS:
+        _dataset_folder(value, workspace)  # a saved dataset's name or a path: inside the workspace
+    return value
+
+
+def _cross_checks(cfg: RunConfig, workspace: Any, unusable: set[str] = frozenset()) -> list[str]:
+    """Checks across fields; ``unusable`` fields (already reported: too long, outside the
+    workspace) are not looked at again, so nothing outside is opened and no message repeats them."""
     out = []
     q = cfg.model.quantization
     if q != "none" and importlib.util.find_spec("bitsandbytes") is None:
@@ -355,29 +444,17 @@ def _cross_checks(cfg: RunConfig, workspace: Any) -> list[str]:
                    "quantization none")
     if cfg.lora.use_dora and q == "8bit":
         out.append("lora.use_dora: DoRA is not supported on 8-bit weights by peft; use 4bit or none")
-    if not cfg.model.name.strip():
-        out.append("model.name: must not be empty")
-    if not cfg.data.dataset.strip():
-        out.append("data.dataset: must not be empty")
-    elif workspace is not None and cfg.data.dataset.strip() not in SHIPPED_KINDS:
-        try:  # a saved dataset's name or a path: either must stay inside the workspace
-            _dataset_folder(cfg.data.dataset, workspace)
-        except MedtuneError as e:
-            out.append(f"data.dataset: {e.message}")
     if not cfg.data.train_split.strip():
         out.append("data.train_split: must not be empty")
-    for name in ("train_split", "eval_split", "test_split"):
-        value = getattr(cfg.data, name).strip()
-        if value and not _SPLIT_NAME.fullmatch(value):
-            out.append(f"data.{name}: '{value[:80]}' is not a split name (letters, digits, '.', '_' and '-', "
-                       "e.g. train, validation, test)")
+    model_ok, data_ok = "model.name" not in unusable, "data.dataset" not in unusable
     try:  # NeMo-backend models (Canary-Qwen) have their own limits; [] for everything else
         from engine.nemo.availability import config_problems
     except ImportError:
         pass
     else:
-        out += config_problems(cfg)
-    mk, dk = model_kind(cfg.model.name), dataset_kind(cfg.data.dataset, workspace)
+        out += config_problems(cfg) if model_ok else []
+    mk = model_kind(cfg.model.name) if model_ok else None
+    dk = dataset_kind(cfg.data.dataset, workspace) if data_ok else None
     if mk and dk and mk != dk:
         out.append(f"data.dataset: {cfg.model.name} is a {mk} model but {cfg.data.dataset} is a {dk} dataset "
                    f"(a {mk} model needs a {mk} dataset)")
@@ -389,15 +466,144 @@ def _cross_checks(cfg: RunConfig, workspace: Any) -> list[str]:
     return out
 
 
+# ---- user YAML: recipes, run configs, --set values ------------------------------------------
+#: Deepest nesting read from user YAML. A recipe needs three levels (section, key, a list of
+#: target modules); PyYAML composes recursively and would hit Python's recursion limit
+#: (RecursionError) a few hundred levels down, so deeper input is refused, with its line.
+MAX_YAML_DEPTH = 32
+
+_MERGE_TAG = "tag:yaml.org,2002:merge"
+
+
+class _Refused(yaml.YAMLError):
+    """Well-formed YAML that is refused; ``problem_mark`` (when known) says where."""
+
+    def __init__(self, problem: str, mark: Any = None):
+        super().__init__(problem)
+        self.problem, self.problem_mark = problem, mark
+
+
+class StrictLoader(yaml.SafeLoader):
+    """``yaml.safe_load``'s loader, stricter where plain YAML is silent or crashes: a key set
+    twice in one mapping is refused (YAML keeps the last one without a word), nesting deeper
+    than :data:`MAX_YAML_DEPTH` is refused, and so is any tag no safe constructor knows
+    (``!!python/object/apply:...``), in our words rather than PyYAML's."""
+
+    _depth = 0
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        self._depth += 1
+        try:
+            if self._depth > MAX_YAML_DEPTH:
+                raise _Refused(f"nested more than {MAX_YAML_DEPTH} levels deep", self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+    def construct_document(self, node: Any) -> Any:
+        self._refuse_duplicate_keys(node)
+        return super().construct_document(node)
+
+    def _refuse_duplicate_keys(self, root: Any) -> None:
+        """Walk the composed document before building it (with a stack, and each node once:
+        aliases may make it a graph); the first key set twice, in file order, is refused."""
+        stack, seen = [(root, "")], set()
+        while stack:
+            node, path = stack.pop()
+            if id(node) in seen:
+                continue
+            seen.add(id(node))
+            children = []
+            if isinstance(node, yaml.MappingNode):
+                first: dict[Any, int] = {}
+                for key_node, value_node in node.value:
+                    if not isinstance(key_node, yaml.ScalarNode) or key_node.tag == _MERGE_TAG:
+                        children.append((value_node, path))  # merged keys may be overridden, by design
+                        continue
+                    name = f"{path}.{key_node.value}" if path else key_node.value
+                    key = self.construct_object(key_node)  # resolved: 'yes' and 'true' are one key
+                    line = key_node.start_mark.line + 1
+                    if key in first:
+                        raise _Refused(f"{_short_key(name)}: set twice, at line {first[key]} and again at line "
+                                       f"{line} (YAML would silently keep the last one); keep one")
+                    first[key] = line
+                    children.append((value_node, name))
+            elif isinstance(node, yaml.SequenceNode):
+                children = [(item, f"{path}[{i}]") for i, item in enumerate(node.value)]
+            stack.extend(reversed(children))
+
+
+def _short_key(name: str) -> str:
+    return name if len(name) <= 80 else name[:77] + "..."
+
+
+def _refuse_tag(loader: StrictLoader, node: Any) -> Any:
+    tag = node.tag.replace("tag:yaml.org,2002:", "!!")
+    raise _Refused(f"the tag '{tag[:80]}' is not allowed: only plain values (text, numbers, true/false, lists, "
+                   "mappings) are read, no objects are built", node.start_mark)
+
+
+StrictLoader.add_constructor(None, _refuse_tag)
+
+
+def yaml_problem(text: str, *, one_line: bool = False) -> tuple[Any, str | None]:
+    """(value, None), or (None, what is wrong) for user YAML read with :class:`StrictLoader`.
+    ``one_line``: a ``--set`` value, where a line number means nothing."""
+    try:
+        return yaml.load(text, Loader=StrictLoader), None  # noqa: S506 - StrictLoader is a SafeLoader
+    except _Refused as err:
+        mark = err.problem_mark
+        where = f"line {mark.line + 1}, column {mark.column + 1}: " if mark is not None and not one_line else ""
+        return None, where + err.problem
+    except yaml.YAMLError as err:
+        return None, f"not valid YAML{_yaml_where(err)}"
+    except RecursionError:  # a backstop: compose_node's depth limit should come first
+        return None, "not valid YAML: nested too deeply"
+
+
+def read_yaml(text: str, *, source: str | None = None) -> Any:
+    """User YAML as plain data (see :class:`StrictLoader`); ConfigError naming ``source``."""
+    value, problem = yaml_problem(text)
+    if problem is not None:
+        raise ConfigError([problem], source=source)
+    return value
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``--set SECTION.KEY=VALUE`` pairs as ``{"section.key": value}``; each VALUE is read as
+    YAML by the recipe loader. One ConfigError lists every bad pair."""
+    out: dict[str, Any] = {}
+    bad = []
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        shown = pair if len(pair) <= 80 else pair[:77] + "..."
+        if not sep or "." not in key:
+            bad.append(f"--set {shown}: expected SECTION.KEY=VALUE")
+            continue
+        parsed, problem = yaml_problem(value, one_line=True)
+        if problem is not None:
+            bad.append(f"--set {shown}: {problem}")
+            continue
+        out[key.strip()] = parsed
+    if bad:
+        raise ConfigError(bad)
+    return out
+
+
 def load_config(path: str | Path) -> RunConfig:
     """Read and validate a YAML run config; ConfigError lists every problem, naming fields."""
     path = Path(path)
     try:
-        data = path.read_bytes()
+        with open(path, "rb") as fh:
+            data = fh.read(MAX_CONFIG_BYTES + 1)  # bounded: a huge file is refused unread
     except FileNotFoundError:
         raise ConfigError([f"file not found: {path}"], source=str(path)) from None
     except OSError as e:  # a folder, no permission
         raise ConfigError([f"cannot read the file ({e.strerror or e})"], source=str(path)) from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError([f"the file is larger than {MAX_CONFIG_BYTES:,} bytes, the most a config may be "
+                           f"(data.system_prompt holds at most {MAX_PROMPT_CHARS:,} characters)"],
+                          source=str(path))
     try:
         text = data.decode("utf-8-sig")
     except UnicodeDecodeError as e:
@@ -405,10 +611,7 @@ def load_config(path: str | Path) -> RunConfig:
         line = data.count(b"\n", 0, start) + 1
         raise ConfigError([f"not UTF-8 text: byte 0x{data[start]:02x} at byte offset {start} (line {line}) "
                            "is not valid UTF-8; save the file as UTF-8"], source=str(path)) from None
-    try:
-        raw = yaml.safe_load(text)
-    except yaml.YAMLError as err:
-        raise ConfigError([f"not valid YAML{_yaml_where(err)}"], source=str(path)) from None
+    raw = read_yaml(text, source=str(path))
     if raw is None:
         raise ConfigError(["the file holds no settings (it is empty or only comments); expected sections "
                            f"{', '.join(_SECTIONS)}"], source=str(path))

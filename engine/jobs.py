@@ -26,6 +26,7 @@ import fcntl
 import importlib
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -37,6 +38,7 @@ from typing import Any, Iterator
 
 from engine import atomic
 from engine.errors import MedtuneError
+from engine.models.registry import resolve_model
 from engine.runs import Run, create_run, now_iso, pid_alive
 from engine.workspace import REPO_ROOT, Workspace
 
@@ -176,6 +178,8 @@ def schedule(workspace: Workspace) -> list[Run]:
                                  ended=now_iso())
                 if kind == "train":
                     _maybe_auto_resume(d, run, "killed")
+            if kind == "export":  # a killed export's half-written folders: nothing reads them
+                atomic.sweep_leftovers(run.export_dir)
         for q in sorted((d / "queue").glob("*.json")):
             entry = _read(q)
             run = Run(workspace.runs / str(entry.get("run", "")))
@@ -195,8 +199,43 @@ def schedule(workspace: Workspace) -> list[Run]:
     return started
 
 
+# Environment variables that hold credentials: a job gets none of them unless it needs it.
+# (TOKENIZERS_PARALLELISM must pass: the words are matched whole, between underscores.)
+_SECRET_NAME = re.compile(r"(^|_)(TOKEN|SECRET|PASSWORD|PASSWD|API_?KEY|ACCESS_KEY|CREDENTIALS?|AUTH)(_|$)", re.I)
+_HUB_TOKENS = ("HF_TOKEN", "HUGGING_FACE_HUB_TOKEN")
+_WANDB_KEYS = ("WANDB_API_KEY",)
+
+
+def _needs_hub_download(model: str) -> bool:
+    """A model named as a Hub id (owner/name) that is neither a registry entry served from a
+    package nor a local folder: its job may have to download (gated) weights."""
+    try:
+        spec = resolve_model(model)
+    except MedtuneError:
+        return False
+    return not (spec.embedded or spec.local)
+
+
+def job_environment(cfg, base: dict[str, str] | None = None) -> dict[str, str]:
+    """What the job of the run config ``cfg`` inherits: the caller's environment (``base``)
+    less every credential, except the Hub token for a model that comes from the Hub and the
+    W&B key for a run reporting there. The login list (MEDTUNE_AUTH) never reaches a job;
+    ``cfg`` None (a config the job will refuse by itself) gets no credential at all."""
+    src = os.environ if base is None else base
+    env = {k: v for k, v in src.items() if not _SECRET_NAME.search(k)}
+    if cfg is not None:
+        keep = (_HUB_TOKENS if _needs_hub_download(cfg.model.name) else ()) + (
+            _WANDB_KEYS if cfg.train.report_to == "wandb" else ())
+        env.update({k: src[k] for k in keep if k in src})
+    return env
+
+
 def _spawn(run: Run, kind: str) -> tuple[int, float]:
-    env = dict(os.environ)
+    try:
+        cfg = run.config()
+    except (MedtuneError, OSError):
+        cfg = None
+    env = job_environment(cfg)
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("TOKENIZERS_PARALLELISM", "false")

@@ -25,6 +25,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from engine import atomic
 from engine.errors import MedtuneError, PathError
 
@@ -194,27 +196,69 @@ class Run:
         return best
 
     def summary(self) -> dict[str, Any]:
-        """One row for run tables: name, model, data, state, progress, best eval."""
+        """One row for run tables (`medtune runs list`, the Train tab): name, model, data,
+        state, progress, best eval. Reads the head of config.yaml only (:func:`config_head`)."""
         st = self.status()
-        try:
-            import yaml
-
-            raw = yaml.safe_load(self.config_path.read_text()) or {}
-        except (OSError, ValueError):
-            raw = {}
+        head = config_head(self.config_path, SUMMARY_FIELDS)
         rows = self.metrics()
         evals = [r["eval_loss"] for r in rows if r.get("eval_loss") is not None]
         wers = [r["wer"] for r in rows if r.get("wer") is not None]
         return {
             "run": self.id,
-            "model": (raw.get("model") or {}).get("name", ""),
-            "data": (raw.get("data") or {}).get("dataset", ""),
+            "model": head.get(("model", "name"), ""),
+            "data": head.get(("data", "dataset"), ""),
             "state": st.get("label", ""),
             "progress": round(float(st.get("progress") or 0.0), 3),
             "best_eval_loss": round(min(evals), 4) if evals else None,
             "best_wer": round(min(wers), 4) if wers else None,
             "created": st.get("created", ""),
         }
+
+
+#: The config fields a run table shows, as (section, key).
+SUMMARY_FIELDS = (("model", "name"), ("data", "dataset"))
+#: How much of config.yaml a run listing reads. The file create_run writes starts with
+#: model.name and data.dataset, so they lie in the first few hundred bytes; a run whose
+#: config grew huge (an old run with a 50 MB system prompt) then lists as fast as any other.
+SUMMARY_READ_BYTES = 64 * 1024
+
+
+def config_head(path: Path, wanted: tuple[tuple[str, str], ...]) -> dict[tuple[str, str], str]:
+    """``{(section, key): text}`` for the ``wanted`` section keys found in the first
+    :data:`SUMMARY_READ_BYTES` of the YAML file ``path``. PyYAML's event parser reads lazily, so
+    it stops once all are found and never reaches what lies beyond (a cut-off tail is never
+    parsed); a key not in the head, or a file that is not YAML, is simply missing."""
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(SUMMARY_READ_BYTES).decode("utf-8-sig", errors="ignore")
+    except OSError:
+        return {}
+    found: dict[tuple[str, str], str] = {}
+    # One frame per open collection: [is_mapping, key_or_None (None = expecting a key)].
+    stack: list[list[Any]] = []
+    try:
+        for event in yaml.parse(head, Loader=yaml.SafeLoader):
+            if isinstance(event, (yaml.MappingStartEvent, yaml.SequenceStartEvent)):
+                stack.append([isinstance(event, yaml.MappingStartEvent), None])
+            elif isinstance(event, (yaml.MappingEndEvent, yaml.SequenceEndEvent)):
+                stack.pop()
+                if stack and stack[-1][0]:
+                    stack[-1][1] = None  # the collection was a value: the parent expects a key again
+            elif isinstance(event, (yaml.ScalarEvent, yaml.AliasEvent)) and stack and stack[-1][0]:
+                frame = stack[-1]
+                if frame[1] is None:
+                    frame[1] = getattr(event, "value", None)
+                    continue
+                if len(stack) == 2 and stack[0][1] is not None and isinstance(event, yaml.ScalarEvent):
+                    key = (stack[0][1], frame[1])
+                    if key in wanted:
+                        found[key] = event.value
+                        if len(found) == len(wanted):
+                            break
+                frame[1] = None
+    except yaml.YAMLError:  # the read stopped mid-value, or the file is not YAML
+        pass
+    return found
 
 
 def list_runs(workspace) -> list[Run]:

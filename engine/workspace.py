@@ -74,7 +74,7 @@ class Workspace:
         raw = str(user_path).strip()
         if not raw:
             raise PathError("Empty path.")
-        shown = raw.replace("\x00", "\\0") if len(raw) <= 200 else raw[:200].replace("\x00", "\\0") + "..."
+        shown = shorten(raw)
         if "\x00" in raw:  # os calls raise a bare ValueError on these
             raise PathError(f"'{shown}' is not a valid path (it contains a NUL character).")
         try:
@@ -88,13 +88,16 @@ class Workspace:
             why = (getattr(e, "strerror", None) or str(e)).rstrip(".")
             raise PathError(f"'{shown}' is not a usable path ({why}).") from None
         if not inside:
-            raise PathError(
-                f"'{shown}' is outside the workspace ({self.root}).",
-                hint="Upload the file through the app or copy it into the workspace first.",
-            )
+            raise self.outside(raw)
         if not exists:
             raise PathError(f"'{shown}' does not exist (looked for {resolved}).")
         return resolved
+
+    def outside(self, user_path: str | os.PathLike) -> PathError:
+        """The refusal for a user path outside the workspace: the same words whether the target
+        exists, is a file or a folder, so the message cannot be used to probe the machine."""
+        return PathError(f"'{shorten(str(user_path).strip())}' is outside the workspace ({self.root}).",
+                         hint="Upload the file through the app or copy it into the workspace first.")
 
     def roots(self, *, allow_assets: bool = True) -> list[Path]:
         """The folders user paths may point into: the workspace (and the shipped assets)."""
@@ -103,6 +106,11 @@ class Workspace:
     def contains(self, path: str | os.PathLike, *, allow_assets: bool = True) -> bool:
         """Whether ``path`` (symlinks resolved) lies inside the workspace (or the assets)."""
         return inside_any(path, self.roots(allow_assets=allow_assets))
+
+
+def shorten(raw: str) -> str:
+    """A user path or name as messages quote it: at most 200 characters, NUL made visible."""
+    return (raw if len(raw) <= 200 else raw[:200] + "...").replace("\x00", "\\0")
 
 
 def inside_any(path: str | os.PathLike, roots: list[Path]) -> bool:

@@ -3,7 +3,8 @@
 Used by the browser harness (tests/browser/conftest.py) and the plain-HTTP security tests
 (tests/test_app_*.py). The child inherits the environment (so ``MEDTUNE_CACHE`` and the
 converted embedded models are reused) minus anything that would change what is under test
-(``MEDTUNE_AUTH``, ``GRADIO_*`` overrides) unless the caller sets it explicitly.
+(``MEDTUNE_AUTH``, ``MEDTUNE_LOGIN_*`` limits, ``GRADIO_*`` overrides, uvicorn's
+``FORWARDED_ALLOW_IPS``) unless the caller sets it explicitly.
 """
 
 from __future__ import annotations
@@ -51,7 +52,8 @@ def free_port() -> int:
 
 def _child_env(extra: dict[str, str] | None) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items()
-           if not k.startswith("GRADIO_") and k not in ("MEDTUNE_AUTH", "MEDTUNE_WORKSPACE")}
+           if not k.startswith(("GRADIO_", "MEDTUNE_LOGIN_"))
+           and k not in ("MEDTUNE_AUTH", "MEDTUNE_WORKSPACE", "FORWARDED_ALLOW_IPS")}
     env.update({
         "PYTHONUNBUFFERED": "1",
         "HF_HUB_OFFLINE": env.get("HF_HUB_OFFLINE", "1"),

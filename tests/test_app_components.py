@@ -2,12 +2,20 @@
 
 from __future__ import annotations
 
+import logging
+import os
+import time
+
 import gradio as gr
+import psutil
 import pytest
 
+from engine.config import RunConfig
 from engine.errors import DataError, ModelError
-from ui.components import (banner, error_text, friendly_error, gradio_progress, status_errors,
+from engine.runs import create_run, list_runs
+from ui.components import (banner, error_banner, error_text, friendly_error, gradio_progress, status_errors,
                            ui_errors, user_errors)
+from ui.tabs.train import run_to_watch
 
 
 def test_engine_error_keeps_message_and_hint():
@@ -66,6 +74,30 @@ def test_status_errors_reports_in_first_output():
     assert out[0] == ("ok", "partial") and "gone" in out[1][0]
 
 
+def test_errors_raised_on_purpose_log_one_line_and_bugs_a_traceback(caplog):
+    caplog.set_level(logging.INFO, logger="medtune.ui")
+
+    @status_errors(1)
+    def banner_handler(x):
+        raise gr.Error("Load a dataset first.")
+
+    @ui_errors
+    def toast_handler(x):
+        raise gr.Error("Pick a run first.")
+
+    assert "Load a dataset first." in banner_handler(1)
+    with pytest.raises(gr.Error) as err:
+        toast_handler(1)
+    assert err.value.print_exception is False  # Gradio would print its traceback otherwise
+    error_banner(DataError("broken", file="f.jsonl", line=3))
+    refused = [r for r in caplog.records if r.getMessage().startswith("refused in a UI handler")]
+    assert len(refused) == 3 and not any(r.exc_info for r in refused)
+    assert not [r for r in caplog.records if "unexpected" in r.getMessage()]
+    error_banner(KeyError("x"))  # a bug: the full traceback, flagged as unexpected
+    bug = caplog.records[-1]
+    assert bug.levelno == logging.ERROR and "unexpected" in bug.getMessage() and bug.exc_info
+
+
 def test_gradio_progress_adapter_keeps_last_fraction():
     calls = []
 
@@ -78,3 +110,22 @@ def test_gradio_progress_adapter_keeps_last_fraction():
     p(2.0, "done")
     assert calls == [(0.5, "half"), (0.5, "still working"), (1.0, "done")]
     assert gradio_progress(None) is None
+
+
+def test_train_tab_watches_the_running_run_first_after_a_restart(workspace):
+    me = psutil.Process(os.getpid())
+    running = create_run(workspace, RunConfig(), "running")  # oldest: started before the others were queued
+    running.write_status(state="running", pid=me.pid, pid_started=me.create_time())
+    time.sleep(0.05)  # list_runs orders by creation time
+    queued = create_run(workspace, RunConfig(), "queued")
+    queued.write_status(state="queued")
+    time.sleep(0.05)
+    done = create_run(workspace, RunConfig(), "done")
+    done.write_status(state="completed")
+    runs = list_runs(workspace)
+    assert [r.id for r in runs] == [done.id, queued.id, running.id]
+    assert run_to_watch(runs) == running  # not the newer queued run
+    running.write_status(state="completed")
+    assert run_to_watch(list_runs(workspace)) == queued  # it starts next
+    queued.write_status(state="stopped")
+    assert run_to_watch(list_runs(workspace)) == done

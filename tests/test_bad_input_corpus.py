@@ -33,11 +33,13 @@ To add a row: write a builder ``def _x(ctx) -> outcome`` that makes the bad inpu
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import io
 import json
 import os
 import re
+import struct
 import sys
 import threading
 import time
@@ -306,6 +308,41 @@ def audio_bytes(x: np.ndarray, sr: int = SR, fmt: str = "WAV") -> bytes:
     return buf.getvalue()
 
 
+@functools.lru_cache(maxsize=1)
+def silent_flac_4h() -> bytes:
+    """Issue #8 item 4(b): 4 h of digital silence at 16 kHz as FLAC, about 730 KB (silence
+    compresses ~1,300:1) and about 2 GB once decoded. Written in blocks, once per session."""
+    buf = io.BytesIO()
+    block = np.zeros(SR * 600, np.int16)
+    with sf.SoundFile(buf, "w", SR, 1, format="FLAC", subtype="PCM_16") as f:
+        for _ in range(24):
+            f.write(block)
+    return buf.getvalue()
+
+
+def wav_claiming_4gb() -> bytes:
+    """A 44-byte WAV (header, no samples) whose RIFF and data sizes are patched to claim ~4 GB."""
+    data = bytearray(audio_bytes(np.zeros(0, np.float32)))
+    at = data.index(b"data")
+    data[4:8] = struct.pack("<I", 0xFFFFFFFF - 8)
+    data[at + 4:at + 8] = struct.pack("<I", 0xFFFFFFFF - at - 8)
+    return bytes(data)
+
+
+@contextlib.contextmanager
+def audio_limit(value: str):
+    """``MEDTUNE_MAX_AUDIO_S`` set to ``value`` for the duration of a row."""
+    saved = os.environ.get("MEDTUNE_MAX_AUDIO_S")
+    os.environ["MEDTUNE_MAX_AUDIO_S"] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop("MEDTUNE_MAX_AUDIO_S", None)
+        else:
+            os.environ["MEDTUNE_MAX_AUDIO_S"] = saved
+
+
 def _parquet(path: Path, columns: dict[str, list]) -> None:
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -455,6 +492,32 @@ def _(ctx):
 @case("jsonl-empty-response", "data", LOAD, Refused(r"empty value", "empty-field.jsonl", 2, "response"))
 def _(ctx):
     return load_validate(ctx, ctx.write("empty-field.jsonl", jsonl([QA[0], {"prompt": "Dose?", "response": "  "}])))
+
+
+#: Issue #8 item 5: a lone UTF-16 surrogate, written as JSON's \ud800 escape (valid JSON, not valid text).
+SURROGATE_QA = jsonl(QA[:2]) + '{"prompt": "Dose of \\ud800 apixaban?", "response": "5 mg twice daily."}\n'
+SURROGATE = r"contains an unpaired surrogate \(\\ud800\), not valid Unicode text"
+
+
+@case("jsonl-lone-surrogate", "encoding", LOAD, Refused(SURROGATE, "surrogate.jsonl", 3, "prompt"),
+      also=lambda rep, ctx: assert_prompts(rep, [QA[0]["prompt"], QA[1]["prompt"]]))
+def _(ctx):
+    return load_validate(ctx, ctx.write("surrogate.jsonl", SURROGATE_QA))
+
+
+@case("json-array-lone-surrogate-in-a-key", "encoding", LOAD,
+      Refused(r"contains an unpaired surrogate \(\\udc00\)", "surrogate.json", 2, "meta.\\udc00x"))
+def _(ctx):
+    return load_validate(ctx, ctx.write("surrogate.json", "[" + json.dumps(QA[0]) + ', {"prompt": "p", "response": "r", '
+                                                          '"meta": {"\\udc00x": 1}}]'))
+
+
+@case("dataset-split-lone-surrogate", "encoding", SPLIT, Refused(SURROGATE, "train.jsonl", 3, "prompt"))
+def _(ctx):
+    ctx.write("ds/dataset.json", json.dumps({"name": "x", "kind": "text"}))
+    ctx.write("ds/train.jsonl", jsonl([{"id": f"q{i}", **q} for i, q in enumerate(QA[:2])])
+              + '{"id": "q2", "prompt": "Dose of \\ud800 apixaban?", "response": "5 mg."}\n')
+    return open_split(ctx, f"{ctx.rel}/ds")
 
 
 @case("csv-ragged-row", "data", LOAD, Refused(r"has 3 fields, header has 2", "ragged.csv", 3))
@@ -702,7 +765,7 @@ def speech_manifest(ctx: Ctx, clips: dict[str, bytes | None], rows: list[dict] |
 
 
 @case("junk-bytes-named-wav", "audio", LOAD,
-      Refused(r"unreadable audio junk\.wav: .*cannot read audio header", "manifest.jsonl", 1, "audio"))
+      Refused(r"unreadable audio junk\.wav: .*cannot decode audio: its header is unreadable", "manifest.jsonl", 1, "audio"))
 def _(ctx):
     return load_validate(ctx, speech_manifest(ctx, {"junk.wav": os.urandom(8192)}))
 
@@ -783,6 +846,93 @@ def _check_48k_stereo(rep, ctx) -> None:
 def _(ctx):
     left, right = tone(2.0, sr=48000, freq=440, amp=0.4), tone(2.0, sr=48000, freq=1000, amp=0.4)
     return load_validate(ctx, speech_manifest(ctx, {"studio-48k.flac": audio_bytes(np.stack([left, right], 1), 48000, "FLAC")}))
+
+
+LOAD_AUDIO = "engine.audio.load_audio (Playground Transcribe, `medtune transcribe`, validation, evaluation, training)"
+FOUR_GB = (r"the WAV header declares 4,294,967,2\d\d bytes of audio, 37\.3 h \(134,218 s\), but the file holds only 0 "
+           r"after the header: it is truncated or its header is corrupt")
+OVER_HOUR = (r"the header declares 4\.0 h \(14,400 s\) of audio, over the 1\.0 h \(3,600 s\) limit \(MEDTUNE_MAX_AUDIO_S\), "
+             r"so it is not decoded")
+
+
+def measured_call(fn):
+    """``fn()`` under tracemalloc; its result, or the MedtuneError it raised, carries
+    ``peak_bytes`` and ``seconds`` for the ``also`` check."""
+    tracemalloc.start()
+    t0 = time.monotonic()
+    holder = None
+    try:
+        holder = fn()
+        return holder
+    except MedtuneError as e:
+        holder = e
+        raise
+    finally:
+        if holder is not None:
+            holder.peak_bytes, holder.seconds = tracemalloc.get_traced_memory()[1], time.monotonic() - t0
+        tracemalloc.stop()
+
+
+def not_decoded(outcome, ctx) -> None:
+    """Refused from the header: no 2 GB of samples, no minutes of decoding."""
+    assert outcome.peak_bytes < 32 * 2**20, f"peak {outcome.peak_bytes / 2**20:.0f} MB: the clip was decoded"
+    assert outcome.seconds < 5, f"{outcome.seconds:.1f} s"
+
+
+@case("wav-header-claims-4GB", "audio", LOAD, Refused(r"unreadable audio huge\.wav: .*" + FOUR_GB, "manifest.jsonl", 1, "audio"))
+def _(ctx):
+    return load_validate(ctx, speech_manifest(ctx, {"huge.wav": wav_claiming_4gb()}))
+
+
+@case("wav-header-claims-4GB-load_audio", "audio", LOAD_AUDIO, Refused(r"huge\.wav: " + FOUR_GB, "huge.wav"))
+def _(ctx):
+    from engine.audio import load_audio
+
+    return load_audio(ctx.ws.root / ctx.write("huge.wav", wav_claiming_4gb()))
+
+
+@case("wav-data-size-past-the-end", "audio", LOAD, Refused(
+    r"unreadable audio cut\.wav: .*declares 32,000 bytes of audio, 1\.0 s, but the file holds only 16,000 after the header",
+    "manifest.jsonl", 1, "audio"))
+def _(ctx):
+    data = audio_bytes(tone(1.0))  # 16-bit mono: 32,000 bytes of samples
+    return load_validate(ctx, speech_manifest(ctx, {"cut.wav": data[: len(data) - 16_000]}))
+
+
+@case("flac-4h-of-silence", "audio", LOAD, Refused(r"silence-4h\.flac: " + OVER_HOUR, "manifest.jsonl", 1, "audio"),
+      also=not_decoded)
+def _(ctx):
+    rel = speech_manifest(ctx, {"silence-4h.flac": silent_flac_4h()})
+    return measured_call(lambda: load_validate(ctx, rel))
+
+
+@case("flac-4h-of-silence-load_audio", "audio", LOAD_AUDIO, Refused(r"silence-4h\.flac: " + OVER_HOUR, "silence-4h.flac"),
+      also=not_decoded)
+def _(ctx):
+    from engine.audio import load_audio
+
+    path = ctx.ws.root / ctx.write("silence-4h.flac", silent_flac_4h())
+    return measured_call(lambda: load_audio(path))
+
+
+@case("audio-limit-lowered-by-env", "audio", LOAD + " with MEDTUNE_MAX_AUDIO_S=1", Refused(
+    r"tone-2s\.wav: the header declares 2\.0 s of audio, over the 1\.0 s limit \(MEDTUNE_MAX_AUDIO_S\), so it is not decoded",
+    "manifest.jsonl", 1, "audio"))
+def _(ctx):
+    rel = speech_manifest(ctx, {"tone-2s.wav": audio_bytes(tone(2.0))})
+    with audio_limit("1"):
+        return load_validate(ctx, rel)
+
+
+for _limit in ("nan", "-5", "an hour"):
+    @case(f"audio-limit-env-{_limit}", "audio", LOAD_AUDIO + f" with MEDTUNE_MAX_AUDIO_S={_limit}",
+          Refused(rf"MEDTUNE_MAX_AUDIO_S: must be a positive number of seconds, got '{_limit}'", field="MEDTUNE_MAX_AUDIO_S"))
+    def _(ctx, _limit=_limit):
+        from engine.audio import load_audio
+
+        path = ctx.ws.root / ctx.write("tone.wav", audio_bytes(tone(0.5)))
+        with audio_limit(_limit):
+            return load_audio(path)
 
 
 # ---- path traversal: every field and upload that takes a path ------------------------------------
@@ -1027,6 +1177,23 @@ def _(ctx):
     return review.blind_item(ctx.dir, "../../outside/x", {"id": "q1", "base": "a", "tuned": "b"})
 
 
+# ---- split ratios (Issue #8 item 5: NaN passed every range check, then crashed the rounding) ----------
+SAVE = "split_and_save (the Data tab's Split and save, `medtune data split`)"
+for _ratios, _pat in (((float("nan"),) * 3,
+                       r"split ratios nan,nan,nan: the train ratio is nan; each must be a finite number from 0 to 1"),
+                      ((0.8, float("inf"), 0.1),
+                       r"split ratios 0\.8,inf,0\.1: the validation ratio is inf; each must be a finite"),
+                      ((1.2, 0.0, -0.2), r"split ratios 1\.2,0,-0\.2: the test ratio is -0\.2; each must be a finite"),
+                      ((0.0, 0.0, 0.0), r"split ratios 0,0,0 sum to 0; they must sum to 1"),
+                      ((0.8, 0.2), r"split ratios 0\.8,0\.2: expected 3 numbers \(train, validation, test\), got 2")):
+    @case("split-ratios-" + ",".join(f"{r:g}" for r in _ratios), "data", SAVE, Refused(_pat, field="ratios"))
+    def _(ctx, _ratios=_ratios):
+        from engine.data.sources import load_source, split_and_save
+
+        res, _ = load_source(ctx.write("qa.jsonl", jsonl(QA)), ctx.ws)
+        return split_and_save(res, ctx.ws, f"ratios-{uuid.uuid4().hex[:8]}", ratios=_ratios)
+
+
 # ---- the CLI: every option that takes a path -----------------------------------------------------
 for _argv, _pat in (
     (["data", "validate", "OUT:secret.jsonl"], OUT),
@@ -1045,8 +1212,24 @@ for _argv, _pat in (
     (["train", "RECIPE", "--set", "lora.r=0"], r"lora\.r: must be a positive integer"),
     (["train", "RECIPE", "--set", "train.bogus=1"], r"train\.bogus: unknown key"),
     (["train", "RECIPE", "--set", "nodot"], r"expected SECTION\.KEY=VALUE"),
+    # Issue #8 item 5: values that crashed with a traceback
+    (["data", "split", "QA", "--name", "nan", "--ratios", "nan,nan,nan"],
+     r"field 'ratios': split ratios nan,nan,nan: the train ratio is nan"),
+    (["data", "split", "QA", "--name", "ratios", "--ratios", "0.8,0.1"], r"split ratios 0\.8,0\.1: expected 3 numbers"),
+    (["data", "split", "SURROGATE", "--name", "surrogate"],
+     r"1 row\(s\) could not be read \(first: .*surrogate\.jsonl, line 3, field 'prompt': " + SURROGATE),
+    (["data", "scrub", "SURROGATE", "--out", "HERE:scrubbed.jsonl"],
+     r"1 row\(s\) could not be read \(first: .*surrogate\.jsonl, line 3, field 'prompt': " + SURROGATE),
+    (["train", "RECIPE", "--set", "train.max_steps=!!python/object/apply:os.system ['touch PWNED']"],
+     r"--set train\.max_steps=!!python/object/apply:os\.system .*: the tag '!!python/object/apply:os\.system' is not "
+     r"allowed: only plain values"),
+    (["train", "RECIPE", "--set", "lora.target_modules=" + "[" * 100_000 + "]" * 100_000],
+     r"--set lora\.target_modules=\[\[\[.*\.\.\.: nested more than 32 levels deep"),
+    (["train", "RECIPE", "--set", "lora.r=[8,"], r"--set lora\.r=\[8,: not valid YAML at line 1, column 4: .*expected the node content"),
+    (["train", "DUP_RECIPE"], r"dup\.yaml:\n  - lora\.r: set twice, at line 2 and again at line 4"),
+    (["transcribe", "whisper-tiny.en", "FLAC_4H"], r"silence-4h\.flac: " + OVER_HOUR),
 ):
-    @case("cli-" + " ".join(a.split(":")[0] if ":" in a else a for a in _argv), "cli", "the `medtune` CLI",
+    @case("cli-" + " ".join((a.split(":")[0] if ":" in a else a)[:60] for a in _argv), "cli", "the `medtune` CLI",
           Refused(_pat), also=lambda r, ctx: assert_cli_clean(r, ctx))
     def _(ctx, _argv=_argv):
         args = []
@@ -1063,6 +1246,16 @@ for _argv, _pat in (
                 a = ctx.run_id
             elif a == "RECIPE":
                 a = str(ctx.ws.root / ctx.write("recipe.yaml", "data:\n  dataset: med-qa\ntrain:\n  max_steps: 1\n"))
+            elif a == "DUP_RECIPE":
+                a = str(ctx.ws.root / ctx.write("dup.yaml", "lora:\n  r: 8\n  alpha: 16\n  r: 64\n"))
+            elif a == "SURROGATE":
+                a = ctx.write("surrogate.jsonl", SURROGATE_QA)
+            elif a == "FLAC_4H":
+                a = str(ctx.ws.root / ctx.write("silence-4h.flac", silent_flac_4h()))
+            elif a.startswith("HERE:"):
+                a = f"{ctx.rel}/{a[5:]}"
+            elif "PWNED" in a:
+                a = a.replace("PWNED", str(ctx.outside / "pwned"))
             args.append(a)
         return cli(ctx, *args)
 
@@ -1075,6 +1268,30 @@ def assert_cli_clean(r: CliResult, ctx: Ctx) -> None:
         evil.unlink()
         raise AssertionError(f"{evil} was written: the shipped assets must be read-only")
     assert r.runs_after == r.runs_before, "a refused command created no run (and started no job)"
+
+
+def tiny_tokenizer(folder: Path) -> str:
+    """A character-level tokenizer saved under ``folder`` (synthetic: built at test time)."""
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import PreTrainedTokenizerFast
+
+    chars = sorted(set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789 .,?-"))
+    tk = Tokenizer(models.WordLevel({c: i for i, c in enumerate(["[UNK]"] + chars)}, unk_token="[UNK]"))
+    tk.pre_tokenizer = pre_tokenizers.Split("", "isolated")
+    PreTrainedTokenizerFast(tokenizer_object=tk, unk_token="[UNK]").save_pretrained(str(folder))
+    (folder / "config.json").write_text(json.dumps({"model_type": "gpt2"}))  # what makes a folder a model here
+    return str(folder)
+
+
+def assert_report_exit(r: CliResult, ctx: Ctx) -> None:
+    assert r.rc == 1 and "Traceback" not in r.err, (r.rc, r.err[-2000:])
+    assert "2 usable example(s) of 2 row(s); 1 error(s)" in r.out, r.out[-2000:]
+
+
+@case("cli-data validate SURROGATE --tokenizer", "cli", "`medtune data validate --tokenizer`",
+      Refused(r"\[error\] .*surrogate\.jsonl, line 3, field 'prompt': " + SURROGATE), also=assert_report_exit)
+def _(ctx):
+    return cli(ctx, "data", "validate", ctx.write("surrogate.jsonl", SURROGATE_QA), "--tokenizer", tiny_tokenizer(ctx.dir / "tok"))
 
 
 # ---- UI handlers that take a path ------------------------------------------------------------------
@@ -1176,11 +1393,53 @@ def _(ctx):
     return yaml_config(ctx, "empty.yaml", "# nothing here\n")
 
 
-@case("yaml-python-tag", "yaml", YAML, Refused(r"not valid YAML at line 1, column \d+: .*could not determine a constructor",
-                                               "pwn.yaml"))
+@case("yaml-python-tag", "yaml", YAML, Refused(r"line 1, column 8: the tag '!!python/object/apply:os\.system' is not allowed: "
+                                               r"only plain values \(text, numbers, true/false, lists, mappings\) are read, "
+                                               r"no objects are built", "pwn.yaml"))
 def _(ctx):
     # safe_load: no object is built, no command runs (the outside folder must gain no file)
     return yaml_config(ctx, "pwn.yaml", f"model: !!python/object/apply:os.system ['touch {ctx.outside}/pwned']\n")
+
+
+# Issue #8 item 5: nesting that crashed PyYAML's recursive composer, and keys YAML keeps last-wins
+@case("yaml-nested-100k-deep", "yaml", YAML, Refused(r"^line 2, column 49: nested more than 32 levels deep", "deep.yaml"))
+def _(ctx):
+    return yaml_config(ctx, "deep.yaml", "lora:\n  target_modules: " + "[" * 100_000 + "]" * 100_000 + "\n")
+
+
+@case("yaml-indented-1000-deep", "yaml", YAML, Refused(r"^line 32, column 63: nested more than 32 levels deep", "indent.yaml"))
+def _(ctx):
+    return yaml_config(ctx, "indent.yaml", "".join(f"{'  ' * i}k{i}:\n" for i in range(1000)) + "  " * 1000 + "x\n")
+
+
+@case("yaml-duplicate-key", "yaml", YAML, Refused(
+    r"lora\.r: set twice, at line 2 and again at line 4 \(YAML would silently keep the last one\); keep one", "dup.yaml",
+    field="lora.r"))
+def _(ctx):
+    return yaml_config(ctx, "dup.yaml", "lora:\n  r: 8\n  alpha: 16\n  r: 64\n")
+
+
+@case("yaml-duplicate-section", "yaml", YAML, Refused(r"^lora: set twice, at line 1 and again at line 5", "dup.yaml", field="lora"))
+def _(ctx):
+    return yaml_config(ctx, "dup.yaml", "lora:\n  r: 8\ntrain:\n  max_steps: 5\nlora:\n  alpha: 16\n")
+
+
+@case("yaml-duplicate-key-spelled-differently", "yaml", YAML,
+      Refused(r"lora\.use_dora: set twice, at line 2 and again at line 3", "dup.yaml", field="lora.use_dora"))
+def _(ctx):
+    # "use_dora" and a quoted "use_dora" are one key once read
+    return yaml_config(ctx, "dup.yaml", "lora:\n  use_dora: true\n  'use_dora': false\n")
+
+
+@case("yaml-merge-key-override", "yaml", YAML, Accepted(
+    lambda cfg, ctx: (assert_eq(cfg.lora.r, 4), assert_eq(cfg.lora.alpha, 16.0)),
+    "a << merge key's values may be overridden: that is what it is for, not a duplicate"))
+def _(ctx):
+    return yaml_config(ctx, "merge.yaml", "lora:\n  <<: {r: 8, alpha: 16}\n  r: 4\n")
+
+
+def assert_eq(a, b) -> None:
+    assert a == b, (a, b)
 
 
 @case("yaml-alias-bomb", "yaml", YAML, Refused(r"lora\.target_modules: expected a string, got \[\[", "bomb.yaml",
@@ -1373,13 +1632,18 @@ def test_app_keeps_serving(app):
     latin = _upload(srv, "latin1.csv", LATIN1_QA)
     header = _upload(srv, "header.csv", b"prompt,response\n")
     evil = _upload(srv, "../../../../outside-evil.txt", b"x")
+    huge, silent = _upload(srv, "huge.wav", wav_claiming_4gb()), _upload(srv, "silence-4h.flac", silent_flac_4h())
     speech = ["whisper-tiny.en", "none", "auto"]
 
     rows: list[tuple[str, Callable[[], tuple[str, str]], str]] = [
-        ("upload junk.wav, clip check", lambda: _call(srv, "on_audio", [_file(junk)]), r"cannot read audio header"),
+        ("upload junk.wav, clip check", lambda: _call(srv, "on_audio", [_file(junk)]), r"cannot decode audio: its header is unreadable"),
         ("upload 0-byte wav, clip check", lambda: _call(srv, "on_audio", [_file(empty)]), r"empty \(0 bytes\)"),
         ("upload truncated FLAC, transcribe", lambda: _call(srv, "on_transcribe", speech + [_file(cut), ""]),
          r"cannot decode audio"),
+        # Issue #8 item 4(b)/5: refused from the header, before any decoding or the model lock
+        ("upload WAV claiming 4 GB, clip check", lambda: _call(srv, "on_audio", [_file(huge)]), FOUR_GB),
+        ("upload 4 h silent FLAC, clip check", lambda: _call(srv, "on_audio", [_file(silent)]), OVER_HOUR),
+        ("upload 4 h silent FLAC, transcribe", lambda: _call(srv, "on_transcribe", speech + [_file(silent), ""]), OVER_HOUR),
         ("upload Latin-1 CSV, Data Load", lambda: _call(srv, DATA_LOAD, ["Upload", "med-qa", _file(latin), "", "", "train", "auto"]),
          r"line 3: not UTF-8 text: byte 0xe9"),
         ("upload header-only CSV, Data Load", lambda: _call(srv, DATA_LOAD, ["Upload", "med-qa", _file(header), "", "", "train", "auto"]),

@@ -46,6 +46,10 @@ def test_sigkill_mid_write_leaves_no_partial_export(tmp_path):
     assert st["state"] == "failed" and st.get("reason") == "killed"
     # Nothing a reader would take for an export: no merged/, onnx/, zip, card or manifest.
     assert [p.name for p in exp.iterdir() if not p.name.startswith(".")] == []
+    # The next look at the queue (any UI poll, `runs list`, a launch) finds the job dead and
+    # removes its hidden leftovers, which can weigh as much as the merged model.
+    jobs.schedule(ws)
+    assert _partials(exp) == []
     # The next export sweeps the hidden leftovers and completes.
     jobs.submit(run, "export", ExportOptions(merged=True, adapter_zip=True).to_params())
     st = jobs.wait(run, "export", timeout=300)

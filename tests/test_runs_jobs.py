@@ -199,3 +199,36 @@ def test_failure_classification():
     assert reason == "missing dependency" and hint == "pip install tensorboard"
     reason, msg, hint = classify(ValueError("weird"))
     assert reason == "error" and "ValueError" in msg and "job.log" in hint
+
+
+SECRETS = {"MEDTUNE_AUTH": "alice:pw-login-1", "HF_TOKEN": "hf_secret_token_2", "WANDB_API_KEY": "wandb-key-3",
+           "AWS_SECRET_ACCESS_KEY": "aws-key-4", "OPENAI_API_KEY": "sk-key-5"}
+
+
+def test_job_process_inherits_no_secrets(workspace, tiny_llama, qa_dataset, monkeypatch):
+    for k, v in SECRETS.items():
+        monkeypatch.setenv(k, v)
+    monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")  # not a secret: must still reach the job
+    cfg = tiny_text_config(tiny_llama, qa_dataset, **{"train.max_steps": 200, "eval.eval_at_start": False})
+    run = jobs.launch(workspace, cfg, name="env")
+    pid = _wait_for(lambda: run.status().get("state") == "running" and run.status().get("pid"), what="job pid")
+    environ = open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace")
+    jobs.stop(run, force=True)
+    names = {item.split("=", 1)[0] for item in environ.split("\0") if item}
+    assert not names & set(SECRETS), names & set(SECRETS)
+    assert not any(v in environ for v in SECRETS.values())
+    assert "TOKENIZERS_PARALLELISM" in names and "PATH" in names
+
+
+def test_job_gets_the_hub_token_or_wandb_key_only_when_its_run_needs_it(tiny_llama, qa_dataset):
+    base = {**SECRETS, "PATH": "/bin"}
+    local = tiny_text_config(tiny_llama, qa_dataset)
+    assert jobs.job_environment(local, base) == {"PATH": "/bin"}  # local model, no W&B: no credential
+    assert jobs.job_environment(None, base) == {"PATH": "/bin"}  # unreadable config: none either
+    assert not jobs._needs_hub_download("smollm2-135m-instruct")  # embedded: served from a package
+    hub = tiny_text_config(tiny_llama, qa_dataset)
+    hub.model.name = "microsoft/phi-2"  # weights come from the Hub: the job may need the token
+    assert jobs.job_environment(hub, base) == {"PATH": "/bin", "HF_TOKEN": SECRETS["HF_TOKEN"]}
+    hub.train.report_to = "wandb"
+    assert jobs.job_environment(hub, base) == {"PATH": "/bin", "HF_TOKEN": SECRETS["HF_TOKEN"],
+                                               "WANDB_API_KEY": SECRETS["WANDB_API_KEY"]}

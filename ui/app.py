@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 from typing import Any
 
@@ -52,12 +53,21 @@ def launch_kwargs() -> dict[str, Any]:
     )
 
 
-def build_app(ctx: AppContext) -> gr.Blocks:
-    """The whole workbench as one Blocks; tabs are imported lazily from ``ui.tabs``."""
+def build_app(ctx: AppContext, sign_out: bool = False) -> gr.Blocks:
+    """The whole workbench as one Blocks; tabs are imported lazily from ``ui.tabs``.
+    ``sign_out`` (the app is behind ui/auth.py's login) adds a button to its /logout."""
     with gr.Blocks(title=TITLE, analytics_enabled=False) as demo:
-        gr.Markdown(f"# {TITLE}\n{SUBTITLE}  \n**{DISCLAIMER}**", elem_classes=["medtune-header"])
+        with gr.Row() if sign_out else contextlib.nullcontext():
+            gr.Markdown(f"# {TITLE}\n{SUBTITLE}  \n**{DISCLAIMER}**", elem_classes=["medtune-header"])
+            if sign_out:
+                gr.Button("Sign out", link="logout", size="sm", scale=0, elem_id="sign-out")
         with gr.Tabs():
             for label, module in TABS:
                 with gr.Tab(label, id=module, elem_id=f"tab-{module}"):
                     importlib.import_module(f"ui.tabs.{module}").build(ctx)
+
+        def release(request: gr.Request) -> None:  # the page closed: its loaded data goes now
+            ctx.sessions.drop(request.session_hash)
+
+        demo.unload(release)
     return demo

@@ -39,12 +39,22 @@ def error_text(err: BaseException) -> str:
     return f"Unexpected error ({type(err).__name__}): {str(err)[:300]}"
 
 
+def _log(err: BaseException) -> None:
+    """Bugs get the traceback; errors raised on purpose (engine refusals, a handler's own
+    gr.Error) are the user's business and get one line."""
+    if isinstance(err, (MedtuneError, gr.Error)):
+        first = error_text(err).splitlines()[0] if error_text(err) else type(err).__name__
+        log.info("refused in a UI handler: %s", first[:300])
+    else:
+        log.error("unexpected error in a UI handler", exc_info=err)
+
+
 def friendly_error(err: BaseException) -> gr.Error:
     """A ``gr.Error`` (shown as a toast in the page) for ``err``; bugs are logged in full."""
+    _log(err)
     if isinstance(err, gr.Error):
+        err.print_exception = False  # logged above as one line: Gradio need not print a traceback
         return err
-    if not isinstance(err, MedtuneError):
-        log.error("unexpected error in a UI handler", exc_info=err)
     text = html.escape(error_text(err)).replace("\n", "<br>")
     # print_exception=False: the server log gets the traceback above only for real bugs.
     return gr.Error(text, duration=ERROR_SECONDS, print_exception=False)
@@ -55,8 +65,8 @@ def user_errors() -> Iterator[None]:
     """``with user_errors(): ...`` inside a handler turns any exception into a friendly gr.Error."""
     try:
         yield
-    except gr.Error:
-        raise
+    except gr.Error as err:
+        raise friendly_error(err)  # noqa: B904 - the same error, logged as one line
     except Exception as err:  # noqa: BLE001 - the point is to catch everything
         raise friendly_error(err) from err
 
@@ -122,8 +132,7 @@ def banner(message: str, kind: str = "info") -> str:
 
 def error_banner(err: BaseException) -> str:
     """A red banner for ``err`` (for handlers that report into the page instead of raising)."""
-    if not isinstance(err, MedtuneError):
-        log.error("unexpected error in a UI handler", exc_info=err)
+    _log(err)
     return banner(error_text(err), "error")
 
 

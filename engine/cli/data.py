@@ -11,6 +11,7 @@ import sys
 from pathlib import Path
 
 from engine.cli.common import workspace
+from engine.data.split import parse_ratios
 from engine.errors import DataError
 
 
@@ -26,6 +27,14 @@ def _add_source(p: argparse.ArgumentParser) -> None:
     p.add_argument("source", help="shipped name, saved dataset name, path in the workspace, or hub:owner/name")
     p.add_argument("--preset", help="column mapping (see `medtune data presets`)")
     p.add_argument("--hub-split", default="train", help="split to read from a hub dataset (default: train)")
+
+
+def _refuse_bad_rows(res, args, verb: str) -> None:
+    """Rows the reader refused would silently be missing from what is written: say so, unless
+    --allow-errors."""
+    if res.errors and not args.allow_errors:
+        raise DataError(f"{len(res.errors)} row(s) could not be read (first: {res.errors[0]})", file=res.source,
+                        hint=f"Fix them (see `medtune data validate`) or pass --allow-errors to {verb} the rest.")
 
 
 def cmd_list(args) -> int:
@@ -111,6 +120,7 @@ def cmd_scrub(args) -> int:
         raise DataError("give a dataset, --text, or --eval", field="source")
     ws = workspace(args)
     res, _ = _load(args, ws)
+    _refuse_bad_rows(res, args, "scrub")
     for row in phi.preview(res.examples, limit=args.preview):
         print(f"- {row['id']} [{row['field']}] {row['found']}\n  before: {row['before'][:200]}\n  after:  {row['after'][:200]}")
     scrubbed, counts = phi.scrub_examples(res.examples)
@@ -128,17 +138,12 @@ def cmd_split(args) -> int:
     from engine.data.datasets import read_terms
     from engine.data.sources import split_and_save
 
+    ratios = parse_ratios(args.ratios)  # before the load: a typo in --ratios fails at once
     ws = workspace(args)
     res, terms = _load(args, ws)
     if args.terms:
         terms = read_terms(ws.resolve(args.terms, must_exist=True))
-    try:
-        ratios = tuple(float(x) for x in args.ratios.split(","))
-    except ValueError:
-        raise DataError(f"'{args.ratios}' is not three numbers like 0.8,0.1,0.1", field="ratios") from None
-    if res.errors and not args.allow_errors:
-        raise DataError(f"{len(res.errors)} row(s) could not be read (first: {res.errors[0]})", file=res.source,
-                        hint="Fix them (see `medtune data validate`) or pass --allow-errors to split the rest.")
+    _refuse_bad_rows(res, args, "split")
     d, summary = split_and_save(res, ws, args.name, ratios=ratios, seed=args.seed, stratify=args.stratify,
                                 group=args.group, terms=terms, overwrite=args.overwrite)
     print(f"saved {d.path}")
@@ -197,6 +202,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--text", help="scrub this text and print it")
     q.add_argument("--out", help="write scrubbed examples (JSONL) here, inside the workspace")
     q.add_argument("--preview", type=int, default=5, help="before/after rows to print (default 5)")
+    q.add_argument("--allow-errors", action="store_true", help="scrub the readable rows even if some are bad")
     q.add_argument("--eval", action="store_true", help="precision/recall per category on the PHI gold set")
     q.add_argument("--gold", help="gold JSONL (default: the shipped synthetic set)")
     q.add_argument("--gold-split", choices=("dev", "heldout"), help="score one part of the gold set only")

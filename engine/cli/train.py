@@ -11,6 +11,7 @@ import sys
 import time
 
 from engine.cli.common import workspace
+from engine.config import load_config, parse_overrides
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,31 +50,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     x.set_defaults(func=cmd_logs)
 
 
-def _overrides(pairs: list[str]) -> dict:
-    import yaml
-
-    from engine.errors import ConfigError
-
-    out, bad = {}, []
-    for pair in pairs:
-        key, sep, value = pair.partition("=")
-        if not sep or "." not in key:
-            bad.append(f"--set {pair}: expected SECTION.KEY=VALUE")
-            continue
-        out[key.strip()] = yaml.safe_load(value)
-    if bad:
-        raise ConfigError(bad)
-    return out
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from engine import jobs
-    from engine.config import load_config
 
     ws = workspace(args)
     cfg = load_config(args.config)
     if args.set:
-        cfg = cfg.with_overrides(_overrides(args.set))
+        cfg = cfg.with_overrides(parse_overrides(args.set))
     run = jobs.launch(ws, cfg, name=args.name)
     print(f"run {run.id} ({run.status().get('state')}) in {run.path}")
     if args.detach:

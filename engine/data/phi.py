@@ -17,6 +17,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.data.schema import surrogate_issue
+
 CATEGORIES = ("NAME", "DATE", "PHONE", "FAX", "EMAIL", "MRN", "SSN", "ADDRESS", "AGE", "URL", "IP")
 
 _MONTHS = (r"(?:Jan(?:uary)?|Feb(?:ruary)?|Mar(?:ch)?|Apr(?:il)?|May|Jun(?:e)?|Jul(?:y)?|Aug(?:ust)?|"
@@ -199,6 +201,9 @@ def load_gold(path: str | Path = GOLD_SET, split: str | None = None) -> list[dic
             raise DataError(f"not valid JSON ({e.msg})", file=str(path), line=lineno) from e
         if not isinstance(row, dict):
             raise DataError(f"expected a JSON object, got {type(row).__name__}", file=str(path), line=lineno)
+        bad_text = surrogate_issue(row, str(path), lineno)
+        if bad_text is not None:
+            raise bad_text.to_error()
         for sp in row.get("spans", []):
             if sp.get("label") not in CATEGORIES:
                 raise DataError(f"unknown label {sp.get('label')!r}", file=str(path), line=lineno, field="spans")

@@ -15,9 +15,9 @@ import json
 from collections.abc import Iterable
 from pathlib import Path
 
-from engine.audio import WHISPER_MAX_SECONDS, audio_info
+from engine.audio import WHISPER_MAX_SECONDS, audio_info, check_duration
 from engine.data.presets import AUDIO_COLS, Preset, RowContext, RowProblem, detect_preset, get_preset
-from engine.data.schema import SPEECH, Issue, LoadResult
+from engine.data.schema import SPEECH, Issue, LoadResult, surrogate_issue
 from engine.errors import DataError, MissingDependency
 from engine.progress import Progress, report
 from engine.workspace import inside_any
@@ -118,6 +118,10 @@ def read_jsonl_rows(path: Path) -> tuple[Rows, list[Issue], list[str]]:
         if not isinstance(obj, dict):
             issues.append(Issue(f"expected a JSON object, got {type(obj).__name__}", name, lineno,
                                 code="malformed"))
+            continue
+        bad_text = surrogate_issue(obj, name, lineno)
+        if bad_text is not None:
+            issues.append(bad_text)
             continue
         for k in obj:
             if k not in columns:
@@ -255,6 +259,10 @@ def _check_speech(ex: dict) -> Issue | None:
         info = audio_info(path)
     except DataError as e:
         return Issue(f"unreadable audio {path.name}: {e.message}", field="audio", code="audio_unreadable")
+    try:  # refused here, by its header, rather than decoded later by validation or training
+        check_duration(info["duration"], path.name)
+    except DataError as e:
+        return Issue(e.message, field="audio", code="audio_too_long")
     if info["duration"] <= 0:
         return Issue(f"audio {path.name} holds no samples (0.0 s)", field="audio", code="empty_audio")
     ex["meta"].setdefault("sample_rate", info["sample_rate"])

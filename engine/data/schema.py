@@ -10,6 +10,7 @@ dropped: it is left out of ``examples`` and appears in ``issues``.
 
 from __future__ import annotations
 
+import re
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -103,6 +104,52 @@ def get_path(obj: dict, dotted: str) -> Any:
     return cur
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def shown_text(text: str) -> str:
+    """``text`` safe to print or write as UTF-8: a lone surrogate becomes its ``\\udXXX`` escape."""
+    return text.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
+def unpaired_surrogate(value: Any) -> tuple[str, str] | None:
+    """(field, the surrogate as ``\\udXXX``) for the first string in ``value`` (dict keys
+    included) that holds an unpaired UTF-16 surrogate; None when there is none.
+
+    JSON's ``\\ud800`` escape is how one gets in (UTF-8 decoding refuses them): such a string
+    is not Unicode text, and writing, scrubbing or tokenizing it fails later with a
+    UnicodeEncodeError or TypeError. The walk uses a stack, not recursion: rows may nest deeply."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        where, v = stack.pop()
+        if isinstance(v, str):
+            m = _SURROGATE.search(v)
+            if m:
+                return where or "value", shown_text(m.group())
+        elif isinstance(v, dict):
+            for k in v:
+                m = _SURROGATE.search(k) if isinstance(k, str) else None
+                if m:
+                    return _join(where, shown_text(k)), shown_text(m.group())
+            stack.extend((_join(where, str(k)), item) for k, item in reversed(v.items()))
+        elif isinstance(v, list):
+            stack.extend((f"{where}[{i}]", item) for i, item in reversed(list(enumerate(v))))
+    return None
+
+
+def _join(path: str, key: str) -> str:
+    return f"{path}.{key}" if path else key
+
+
+def surrogate_issue(row: Any, file: str | None, line: int | None) -> Issue | None:
+    """An error Issue naming file, line and field when ``row`` holds an unpaired surrogate."""
+    found = unpaired_surrogate(row)
+    if found is None:
+        return None
+    return Issue(f"contains an unpaired surrogate ({found[1]}), not valid Unicode text (a \\u escape "
+                 "holding half of a character)", file, line, found[0], code="encoding")
+
+
 def check_example(ex: Any, kind: str, *, file: str | None = None, line: int | None = None) -> list[Issue]:
     """Problems with an already-normalised example (a dataset folder row)."""
     if not isinstance(ex, dict):
@@ -120,4 +167,7 @@ def check_example(ex: Any, kind: str, *, file: str | None = None, line: int | No
         out.append(Issue("must be an object", file, line, "meta"))
     if kind == SPEECH and "duration" in ex and not isinstance(ex["duration"], (int, float)):
         out.append(Issue("must be a number (seconds)", file, line, "duration"))
+    bad_text = surrogate_issue(ex, file, line)
+    if bad_text is not None:
+        out.append(bad_text)
     return out

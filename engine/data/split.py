@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections import Counter, defaultdict
@@ -24,11 +25,39 @@ DEFAULT_SEED = 1234
 DEFAULT_RATIOS = (0.8, 0.1, 0.1)
 
 
-def check_ratios(ratios: tuple[float, float, float]) -> tuple[float, float, float]:
-    if len(ratios) != 3 or any(r < 0 for r in ratios) or abs(sum(ratios) - 1.0) > 1e-6:
-        raise DataError(f"split ratios {ratios} must be three non-negative numbers summing to 1",
-                        field="ratios")
-    return tuple(float(r) for r in ratios)  # type: ignore[return-value]
+RATIOS_HINT = "Three numbers from 0 to 1 for train, validation and test that sum to 1, e.g. 0.8,0.1,0.1."
+
+
+def parse_ratios(text: str) -> tuple[float, float, float]:
+    """'0.8,0.1,0.1' (the Data tab's box, ``medtune data split --ratios``) as checked ratios."""
+    try:
+        values = tuple(float(x) for x in str(text).split(","))
+    except ValueError:
+        raise DataError(f"'{str(text)[:80]}' is not three numbers like 0.8,0.1,0.1", field="ratios",
+                        hint=RATIOS_HINT) from None
+    return check_ratios(values)
+
+
+def check_ratios(ratios: tuple[float, ...]) -> tuple[float, float, float]:
+    """The ratios as floats; DataError (field 'ratios') unless three finite numbers >= 0 summing to 1.
+    NaN needs its own test: every comparison with it is False, so it passed the range checks
+    and crashed later when the counts were rounded."""
+    try:
+        values = tuple(float(r) for r in ratios)
+    except (TypeError, ValueError):
+        raise DataError(f"split ratios {ratios!r:.80} are not numbers", field="ratios", hint=RATIOS_HINT) from None
+    shown = ",".join(f"{r:g}" for r in values[:10]) + (",..." if len(values) > 10 else "")
+    if len(values) != 3:
+        raise DataError(f"split ratios {shown}: expected 3 numbers (train, validation, test), got {len(values)}",
+                        field="ratios", hint=RATIOS_HINT)
+    for name, r in zip(SPLITS, values):
+        if not math.isfinite(r) or r < 0:
+            raise DataError(f"split ratios {shown}: the {name} ratio is {r:g}; each must be a finite number "
+                            "from 0 to 1", field="ratios", hint=RATIOS_HINT)
+    if abs(sum(values) - 1.0) > 1e-6:
+        raise DataError(f"split ratios {shown} sum to {sum(values):g}; they must sum to 1", field="ratios",
+                        hint=RATIOS_HINT)
+    return values  # type: ignore[return-value]
 
 
 def _counts(n: int, ratios: tuple[float, float, float], tie: int = 0) -> list[int]:

@@ -17,7 +17,7 @@ import re
 from pathlib import Path
 
 from engine.atomic import write_text
-from engine.audio import write_flac
+from engine.audio import audio_info, write_flac
 from engine.data.schema import speech_example
 from engine.errors import DataError
 from engine.progress import Progress, report
@@ -59,9 +59,7 @@ def synthesize_items(items: list[tuple[dict, Voice]], audio_dir: Path, *, rel_to
         digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:8]
         path = audio_dir / f"{sid}__{voice_slug(voice)}__{digest}.flac"
         if path.exists():
-            import soundfile as sf
-
-            duration = sf.info(str(path)).duration
+            duration = audio_info(path)["duration"]
         else:
             audio = synthesize(text, voice)
             if audio.size == 0:

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import shutil
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -70,17 +69,6 @@ class ExportOptions:
         return [f for f in FORMATS if getattr(self, f)]
 
 
-def sweep_partials(export_dir: Path) -> list[str]:
-    """Remove ``.partial-*`` / ``.old-*`` leftovers of an export that was killed."""
-    removed = []
-    if export_dir.is_dir():
-        for p in export_dir.iterdir():
-            if p.name.startswith((".partial-", ".old-")):
-                shutil.rmtree(p, ignore_errors=True) if p.is_dir() else p.unlink(missing_ok=True)
-                removed.append(p.name)
-    return removed
-
-
 def preflight(src: RunSource, opts: ExportOptions, dtype: str, device: str) -> dict:
     """Disk and memory checks before anything heavy happens (raise with a reason and a hint)."""
     from engine.models.loader import model_path
@@ -108,7 +96,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions, progress: Progress | No
     src = open_run(run_dir)
     export_dir = src.export_dir
     export_dir.mkdir(parents=True, exist_ok=True)
-    sweep_partials(export_dir)
+    atomic.sweep_leftovers(export_dir)
     device = merge.resolve_device(opts.device)
     dtype = merge.resolve_dtype(opts.dtype, device)
     report(progress, 0.0, "Checking disk space and memory")

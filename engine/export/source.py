@@ -11,9 +11,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import yaml
-
-from engine.errors import ModelError
+from engine.config import read_yaml
+from engine.errors import ConfigError, ModelError
 from engine.export.checks import ExportError
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
@@ -58,9 +57,9 @@ def open_run(run_dir: str | Path) -> RunSource:
     if not cfg_path.is_file():
         raise ExportError(f"{path} is not a run folder: config.yaml is missing.")
     try:
-        config = yaml.safe_load(cfg_path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        raise ExportError(f"{cfg_path}: not valid YAML ({e}).") from e
+        config = read_yaml(cfg_path.read_text(encoding="utf-8"), source=str(cfg_path)) or {}
+    except ConfigError as e:  # the one strict reader: no tags, no duplicate keys, bounded depth
+        raise ExportError(str(e)) from e
     if not isinstance(config, dict):
         raise ExportError(f"{cfg_path}: expected a mapping with model/data/lora/train sections.")
     model = config.get("model") if isinstance(config.get("model"), dict) else {}

@@ -4,16 +4,23 @@ A name typed by a user resolves, in order, to: a registry entry, an existing loc
 (a transformers checkpoint; its ``config.json`` says whether it is speech or text), or a
 Hugging Face hub id (``owner/name``). Anything else is a :class:`ModelError` that lists the
 names on offer, so a typo is one glance away from its fix.
+
+:func:`resolve_model` is the one place a model or tokenizer name becomes a local folder.
+Given a workspace (the app, and every config the app admits) a local folder must lie inside
+it, through :meth:`Workspace.resolve`; without one (the ``medtune`` command line, which runs
+with the user's own rights, and jobs re-reading a config already admitted) it may be anywhere.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from engine.errors import ModelError
+from engine.workspace import Workspace, shorten
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,11 @@ class ModelSpec:
     @property
     def embedded(self) -> bool:
         return self.source.startswith("embedded:")
+
+    @property
+    def local(self) -> bool:
+        """A local checkpoint folder (``source`` is its resolved path), not a registry/hub name."""
+        return not self.embedded and Path(self.source).is_absolute()
 
 
 _LLAMA31 = "Llama 3.1 Community License (gated on the Hub)"
@@ -110,10 +122,16 @@ def spec_for_dir(path: Path) -> ModelSpec:
     raise ModelError(f"{path} is a folder but holds no config.json, so it is not a transformers model.")
 
 
-def resolve_model(name_or_path: str) -> ModelSpec:
+def resolve_model(name_or_path: str, workspace: Workspace | None = None) -> ModelSpec:
     """Registry name, existing local folder, or hub id -> :class:`ModelSpec`.
 
-    Raises :class:`ModelError` naming the available choices when nothing matches.
+    With ``workspace`` a local folder is confined to it: a path is taken relative to the
+    workspace (never the process's working directory) and goes through
+    :meth:`Workspace.resolve`, so ``../`` escapes, absolute paths, ``assets/../..`` and symlinks
+    out are refused in words that do not tell whether the outside target exists. A name of the
+    form ``owner/name`` is a local folder only when the workspace holds one by that name.
+    Raises :class:`ModelError` naming the available choices when nothing matches, and
+    :class:`PathError` for a path outside the workspace.
     """
     raw = str(name_or_path or "").strip()
     if not raw:
@@ -122,17 +140,66 @@ def resolve_model(name_or_path: str) -> ModelSpec:
         return _BY_NAME[raw]
     if raw.lower() in _BY_LOWER:
         return _BY_LOWER[raw.lower()]
-    p = Path(raw).expanduser()
-    if p.is_dir():
-        return spec_for_dir(p)
-    if p.exists():
-        raise ModelError(f"'{raw}' is a file; a model is a folder (config.json + weights) or a registry name.")
-    if _HUB_ID.match(raw) and not raw.startswith((".", "/")):
-        kind = "speech" if "whisper" in raw.lower() else "text"
-        family = "whisper" if kind == "speech" else ""
-        return ModelSpec(raw, kind, raw, family=family, description=f"Hugging Face Hub model {raw}")
-    raise ModelError(f"Unknown model '{raw}'. " + _choices(),
-                     hint="Give a registry name, a Hub id such as owner/name, or a local model folder.")
+    if workspace is not None:
+        return _resolve_in_workspace(raw, workspace)
+    try:
+        p = Path(raw).expanduser()
+    except RuntimeError:  # "~nobody": no such user, so no such folder either
+        p = Path(raw)
+    if _exists(p, follow_links=True):
+        return _local_spec(p, raw)
+    if _HUB_ID.match(raw):
+        return _hub_spec(raw)
+    raise _unknown(raw)
+
+
+def model_ref(name_or_path: str, workspace: Workspace) -> str:
+    """What the app stores or hands on for a model (or tokenizer) a user named: a registry name
+    or hub id as typed, a local folder as its resolved path inside ``workspace``. A later load
+    (the job, with the repository as its working directory) then never re-reads a relative name."""
+    spec = resolve_model(name_or_path, workspace)
+    return spec.source if spec.local else str(name_or_path).strip()
+
+
+def _resolve_in_workspace(raw: str, workspace: Workspace) -> ModelSpec:
+    if _HUB_ID.match(raw) and not _exists(workspace.root / raw):
+        # from_pretrained reads "owner/name" as a folder when one exists relative to the
+        # process's working directory; such a name is refused, not read
+        if _exists(Path(raw)):
+            raise workspace.outside(raw)
+        return _hub_spec(raw)
+    path = workspace.resolve(raw)  # PathError for anything outside, existing or not
+    if _exists(path):
+        return _local_spec(path, raw)
+    if "/" in raw or "\\" in raw or raw.startswith((".", "~")):  # written as a path: say it is missing
+        workspace.resolve(raw, must_exist=True)
+    raise _unknown(raw)
+
+
+def _exists(path: Path, *, follow_links: bool = False) -> bool:
+    """Whether ``path`` exists (by default a dangling symlink counts: confinement must look at
+    where it points); a name the OS cannot even look up (too long, a NUL) does not."""
+    try:
+        return os.path.exists(path) if follow_links else os.path.lexists(path)
+    except (OSError, ValueError):
+        return False
+
+
+def _local_spec(path: Path, raw: str) -> ModelSpec:
+    if path.is_dir():
+        return spec_for_dir(path)
+    raise ModelError(f"'{raw}' is a file; a model is a folder (config.json + weights) or a registry name.")
+
+
+def _hub_spec(raw: str) -> ModelSpec:
+    kind = "speech" if "whisper" in raw.lower() else "text"
+    return ModelSpec(raw, kind, raw, family="whisper" if kind == "speech" else "",
+                     description=f"Hugging Face Hub model {raw}")
+
+
+def _unknown(raw: str) -> ModelError:
+    return ModelError(f"Unknown model '{shorten(raw)}'. " + _choices(),
+                      hint="Give a registry name, a Hub id such as owner/name, or a local model folder.")
 
 
 def _choices() -> str:

@@ -13,6 +13,8 @@ from typing import Any
 import gradio as gr
 
 from engine.errors import DataError
+from engine.models.registry import model_ref
+from engine.runs import config_head, get_run, list_runs
 from ui.components import banner, gradio_progress, status_errors
 from ui.context import AppContext
 from ui.eval_views import LEGEND, speech_side, text_side
@@ -23,15 +25,11 @@ MAX_NEW_TOKENS = (128, 8, 1024)
 
 def run_choices(ctx: AppContext) -> list[tuple[str, str]]:
     """(label, run id) of runs that have a trained adapter or model, newest first."""
-    from engine.runs import list_runs
-
     out = [(BASE_ONLY, BASE_ONLY)]
     for r in list_runs(ctx.workspace):
         if (r.adapter_dir / "adapter_config.json").is_file() or (r.model_dir / "config.json").is_file():
-            try:
-                model = r.config().model.name
-            except Exception:  # noqa: BLE001 - an unreadable config just gets a plainer label
-                model = "?"
+            # the head of config.yaml only, as the run tables read it: a huge config costs nothing
+            model = config_head(r.config_path, (("model", "name"),)).get(("model", "name"), "?")
             out.append((f"{r.id} ({model})", r.id))
     return out
 
@@ -53,14 +51,10 @@ def default_terms() -> list[str]:
 def open_pair(ctx: AppContext, run_id: str, base_model: str, progress=None):
     """The comparison pair for the picked run (adapter attached) or base model, cached."""
     from engine.eval.compare import open_pair as _open, open_run_pair
-    from engine.runs import get_run
 
     if run_id and run_id != BASE_ONLY:
         return open_run_pair(get_run(ctx.workspace, run_id), cached=True, progress=progress)
-    from ui.tabs.playground import resolve_user_model
-
-    name, _ = resolve_user_model(ctx, base_model)
-    return _open(name, cached=True, progress=progress)
+    return _open(model_ref(base_model, ctx.workspace), cached=True, progress=progress)
 
 
 def build(ctx: AppContext) -> None:

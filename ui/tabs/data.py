@@ -15,6 +15,8 @@ import pandas as pd
 from engine.data.datasets import SHIPPED, list_datasets
 from engine.data.presets import preset_names
 from engine.data.schema import SPEECH, example_text
+from engine.data.split import parse_ratios
+from engine.models.registry import model_ref
 from ui.components import banner, gradio_progress, status_errors
 from ui.context import AppContext
 
@@ -73,7 +75,24 @@ def build(ctx: AppContext) -> None:
     from engine.data.stats import compute_stats, summary_markdown
     from engine.data.validate import validate
 
+    # The loaded rows live in ctx.sessions (bounded, freed when the page closes); this state
+    # holds only which source the session loaded, so a released session can say so.
     state = gr.State({})
+
+    def held(marker: dict | None, request: gr.Request) -> dict:
+        """The session's loaded data; gr.Error when none was loaded or it has been released."""
+        st = ctx.sessions.get(request.session_hash) if request else None
+        if st is not None:
+            return st
+        if (marker or {}).get("ref"):
+            raise gr.Error(f"The data loaded from {marker['ref']} was released (idle, or the app's memory cap "
+                           "for loaded data was reached): press Load again.")
+        raise gr.Error("Load a dataset first.")
+
+    def keep(st: dict, request: gr.Request) -> dict:
+        """Hold ``st`` for this session; the marker that goes into the page's state."""
+        ctx.sessions.put(request.session_hash, st, rows=len(st["examples"]))
+        return {"ref": st["ref"], "rows": len(st["examples"])}
     gr.Markdown("Look at data before training on it: read it, hear it, check it, scrub it, split it. "
                 "The shipped sets are synthetic (written for this project, no real patients) and are "
                 "not medical advice.")
@@ -92,7 +111,7 @@ def build(ctx: AppContext) -> None:
                           visible=False, elem_id="data-path", scale=3)
         hub = gr.Textbox(label="Hub id (owner/name)", placeholder="qiaojin/PubMedQA", visible=False,
                          elem_id="data-hub", scale=2)
-        hub_split = gr.Textbox("train", label="Hub split", visible=False, scale=1)
+        hub_split = gr.Textbox("train", label="Hub split", visible=False, scale=1, elem_id="data-hub-split")
         load = gr.Button("Load", variant="primary", elem_id="data-load", scale=1)
 
     summary = gr.Markdown(elem_id="data-summary")
@@ -122,7 +141,8 @@ def build(ctx: AppContext) -> None:
 
     with gr.Accordion("Validation report", open=False):
         with gr.Row():
-            tokenizer = gr.Textbox(label="Tokenizer to check against (optional: model name or folder)", scale=3)
+            tokenizer = gr.Textbox(label="Tokenizer to check against (optional: model name or folder)", scale=3,
+                                   elem_id="data-tokenizer")
             no_audio = gr.Checkbox(False, label="Skip decoding audio", scale=1)
             validate_b = gr.Button("Validate", elem_id="data-validate", scale=1)
         report_md = gr.Markdown(elem_id="data-report")
@@ -139,7 +159,7 @@ def build(ctx: AppContext) -> None:
     with gr.Accordion("Split and save", open=False):
         with gr.Row():
             save_name = gr.Textbox(label="Save as (workspace/datasets/NAME)", elem_id="data-save-name", scale=2)
-            ratios = gr.Textbox("0.8,0.1,0.1", label="train,validation,test", scale=1)
+            ratios = gr.Textbox("0.8,0.1,0.1", label="train,validation,test", scale=1, elem_id="data-ratios")
             seed = gr.Number(1234, label="Seed", precision=0, scale=1)
             stratify = gr.Dropdown(["auto", "none", "meta.label"], value="auto", label="Stratify by", scale=1)
             overwrite = gr.Checkbox(False, label="Overwrite", scale=1)
@@ -157,16 +177,17 @@ def build(ctx: AppContext) -> None:
 
     view_outputs = [status, state, summary, stats_plot, table, page_info, page, split_f, label_f, report_md, phi_counts]
 
-    def _refresh(st: dict, message: str):
+    def _refresh(st: dict, message: str, request: gr.Request):
         stats = compute_stats(st["examples"], st["kind"], st.get("terms"))
         df, info, pg = _table(st, "", ALL, ALL, 1)
         splits = sorted({str(e["meta"].get("split")) for e in st["examples"] if e["meta"].get("split")})
         labels = sorted({str(e["meta"].get("label")) for e in st["examples"] if e["meta"].get("label") is not None})
-        return (banner(message, "ok"), st, summary_markdown(stats), stats_figure(stats), df, info, pg,
+        return (banner(message, "ok"), keep(st, request), summary_markdown(stats), stats_figure(stats), df, info, pg,
                 gr.update(choices=[ALL, *splits], value=ALL), gr.update(choices=[ALL, *labels], value=ALL), "", "")
 
     @status_errors(len(view_outputs))
-    def on_load(kind, name, up, path_v, hub_v, hub_split_v, preset_v, progress=gr.Progress()):
+    def on_load(kind, name, up, path_v, hub_v, hub_split_v, preset_v, request: gr.Request,
+                progress=gr.Progress()):
         prog = gradio_progress(progress)
         pre = None if preset_v in (None, "", "auto") else preset_v
         if kind == SOURCES[1]:
@@ -187,26 +208,35 @@ def build(ctx: AppContext) -> None:
         note = f"Loaded {len(res.examples)} examples ({res.kind}) from {ref}."
         if res.issues:
             note += f" {len(res.issues)} row(s) had problems: see the validation report."
-        return _refresh(st, note)
+        return _refresh(st, note, request)
 
     load.click(on_load, [source, dataset, upload, path, hub, hub_split, preset], view_outputs)
 
-    def on_page(st, q, sp, lb, pg):
-        df, info, pg = _table(st or {}, q, sp, lb, pg)
+    def on_page(marker, q, sp, lb, pg, request: gr.Request):
+        st = ctx.sessions.get(request.session_hash) or {}
+        df, info, pg = _table(st, q, sp, lb, pg)
+        if not st and (marker or {}).get("ref"):
+            info = "The loaded data was released (idle, or the memory cap for loaded data): press Load again."
         return df, info, pg
 
     for ev in (query.submit, split_f.change, label_f.change, page.submit):
         ev(on_page, [state, query, split_f, label_f, page], [table, page_info, page])
-    query.change(lambda st, q, sp, lb: on_page(st, q, sp, lb, 1), [state, query, split_f, label_f],
-                 [table, page_info, page])
-    prev_b.click(lambda st, q, sp, lb, pg: on_page(st, q, sp, lb, (pg or 1) - 1),
-                 [state, query, split_f, label_f, page], [table, page_info, page])
-    next_b.click(lambda st, q, sp, lb, pg: on_page(st, q, sp, lb, (pg or 1) + 1),
-                 [state, query, split_f, label_f, page], [table, page_info, page])
+    def first_page(marker, q, sp, lb, request: gr.Request):
+        return on_page(marker, q, sp, lb, 1, request)
+
+    def prev_page(marker, q, sp, lb, pg, request: gr.Request):
+        return on_page(marker, q, sp, lb, (pg or 1) - 1, request)
+
+    def next_page(marker, q, sp, lb, pg, request: gr.Request):
+        return on_page(marker, q, sp, lb, (pg or 1) + 1, request)
+
+    query.change(first_page, [state, query, split_f, label_f], [table, page_info, page])
+    prev_b.click(prev_page, [state, query, split_f, label_f, page], [table, page_info, page])
+    next_b.click(next_page, [state, query, split_f, label_f, page], [table, page_info, page])
 
     @status_errors(5)
-    def on_row(st, n):
-        exs = (st or {}).get("examples", [])
+    def on_row(marker, n, request: gr.Request):
+        exs = held(marker, request)["examples"]
         if not exs:
             raise gr.Error("Load a dataset first.")
         n = int(n or 0)
@@ -231,16 +261,17 @@ def build(ctx: AppContext) -> None:
         on_row, [state, row_no], [status, row_view, row_audio, row_plot, row_no])
 
     @status_errors(2)
-    def on_validate(st, tok_name, skip_audio, progress=gr.Progress()):
+    def on_validate(marker, tok_name, skip_audio, request: gr.Request, progress=gr.Progress()):
         from engine.data.schema import LoadResult
 
-        if not (st or {}).get("examples") and not (st or {}).get("issues"):
+        st = held(marker, request)
+        if not st.get("examples") and not st.get("issues"):
             raise gr.Error("Load a dataset first.")
         tok = None
         if tok_name and tok_name.strip():
             from engine.data.validate import load_tokenizer  # the same loader the CLI uses
 
-            tok = load_tokenizer(tok_name.strip())
+            tok = load_tokenizer(model_ref(tok_name, ctx.workspace))  # a folder must be in the workspace
         res = LoadResult(st["kind"], st["examples"], list(st["issues"]), st["source"], [], st["rows"])
         rep = validate(res, tokenizer=tok, check_audio=not skip_audio, progress=gradio_progress(progress))
         kind = "ok" if rep.ok else "error"
@@ -249,8 +280,8 @@ def build(ctx: AppContext) -> None:
     validate_b.click(on_validate, [state, tokenizer, no_audio], [status, report_md])
 
     @status_errors(3)
-    def on_preview(st):
-        exs = (st or {}).get("examples", [])
+    def on_preview(marker, request: gr.Request):
+        exs = held(marker, request)["examples"]
         if not exs:
             raise gr.Error("Load a dataset first.")
         _, counts = phi.scrub_examples(exs)
@@ -263,29 +294,28 @@ def build(ctx: AppContext) -> None:
     preview_b.click(on_preview, state, [status, phi_counts, phi_table])
 
     @status_errors(len(view_outputs))
-    def on_apply(st):
-        exs = (st or {}).get("examples", [])
+    def on_apply(marker, request: gr.Request):
+        st = held(marker, request)
+        exs = st["examples"]
         if not exs:
             raise gr.Error("Load a dataset first.")
         scrubbed, counts = phi.scrub_examples(exs)
         st = {**st, "examples": scrubbed, "scrubbed": True}
         n = sum(counts.values())
-        out = list(_refresh(st, f"Replaced {n} identifier(s) in the loaded data; Split and save to keep it."))
+        out = list(_refresh(st, f"Replaced {n} identifier(s) in the loaded data; Split and save to keep it.", request))
         out[-1] = ", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "No PHI found."
         return tuple(out)
 
     apply_b.click(on_apply, state, view_outputs)
 
     @status_errors(3)
-    def on_save(st, name, ratios_v, seed_v, strat, over):
+    def on_save(marker, name, ratios_v, seed_v, strat, over, request: gr.Request):
         from engine.data.schema import LoadResult
 
-        if not (st or {}).get("examples"):
+        st = held(marker, request)
+        if not st.get("examples"):
             raise gr.Error("Load a dataset first.")
-        try:
-            r = tuple(float(x) for x in str(ratios_v).split(","))
-        except ValueError:
-            raise gr.Error(f"'{ratios_v}' is not three numbers like 0.8,0.1,0.1") from None
+        r = parse_ratios(ratios_v)  # the CLI's parser: three finite ratios summing to 1
         res = LoadResult(st["kind"], st["examples"], [], st["source"], [], st["rows"])
         strat_key = {"auto": None, "none": ""}.get(strat, strat)
         d, summ = split_and_save(res, ctx.workspace, (name or "").strip(), ratios=r, seed=int(seed_v or 0),

@@ -10,7 +10,8 @@ import html
 
 import gradio as gr
 
-from engine.errors import DataError
+from engine.config import resolve_ref
+from engine.errors import DataError, MedtuneError
 from ui.components import banner, status_errors
 from ui.context import AppContext
 from ui.eval_views import LEGEND, speech_side, text_side
@@ -32,6 +33,15 @@ def _run(ctx, run_id):
     if not run_id:
         raise DataError("Pick a run first.", field="run")
     return get_run(ctx.workspace, run_id)
+
+
+def checked_ref(kind: str, value: str, workspace=None) -> str:
+    """``value`` through the RunConfig resolver of ``kind`` (dataset, split), as a DataError
+    naming the box."""
+    try:
+        return resolve_ref(kind, value, workspace)
+    except MedtuneError as e:
+        raise DataError(e.message, field=kind, hint=e.hint) from None
 
 
 def _first(run_ids) -> str | None:
@@ -197,8 +207,13 @@ def build(ctx: AppContext) -> None:
         from engine.jobs import submit as submit_job
 
         r = _run(ctx, _first(run_ids))
-        submit_job(r, "evaluate", {"dataset": (dataset or "").strip() or None, "split": (split_name or "test").strip(),
-                                   "limit": int(lim) or None})
+        dataset, split_name = (dataset or "").strip(), (split_name or "test").strip()
+        # the boxes go through the resolvers of data.dataset / data.test_split at once, so a path
+        # outside the workspace is refused here rather than by the job
+        if dataset:
+            checked_ref("dataset", dataset, ctx.workspace)
+        checked_ref("split", split_name)
+        submit_job(r, "evaluate", {"dataset": dataset or None, "split": split_name, "limit": int(lim) or None})
         return banner(f"Evaluation of {r.id} queued; press Show when it completes.", "ok")
 
     start.click(_start, [runs, ds, split, limit], status)

@@ -14,10 +14,10 @@ from typing import Any
 
 import gradio as gr
 
-from engine.audio import audio_info, load_audio
+from engine.audio import audio_info, check_duration, load_audio
 from engine.errors import DataError, ModelError
 from engine.models.loader import DTYPE_CHOICES, QUANT_CHOICES
-from engine.models.registry import ModelSpec, list_models, resolve_model
+from engine.models.registry import ModelSpec, list_models, model_ref, resolve_model
 from ui.components import banner, error_banner, error_text, gradio_progress, status_errors
 from ui.context import AppContext
 
@@ -47,13 +47,8 @@ def resolve_user_model(ctx: AppContext, name: str) -> tuple[str, ModelSpec]:
     raw = (name or "").strip()
     if not raw:
         raise ModelError("Pick a model first.")
-    names = {s.name for s in list_models()}
-    # "owner/name" is a hub id unless such a folder exists in the workspace.
-    looks_like_path = (raw.startswith(("/", ".", "~")) or "\\" in raw or Path(raw).exists()
-                       or (ctx.workspace.root / raw).exists())
-    if raw not in names and looks_like_path:
-        raw = str(ctx.workspace.resolve(raw, must_exist=True))
-    return raw, resolve_model(raw)
+    ref = model_ref(raw, ctx.workspace)  # the one resolver: a local folder must be in the workspace
+    return ref, resolve_model(ref)
 
 
 def describe(spec: ModelSpec) -> str:
@@ -227,10 +222,14 @@ def build(ctx: AppContext) -> None:
             return ""
         try:
             source = ctx.workspace.resolve(audio_v, must_exist=True)
+            shown = f"uploaded file '{source.name}'"
             try:
                 info = audio_info(source)
+                check_duration(info["duration"], shown)
             except DataError as err:
-                raise _renamed(err, source, f"uploaded file '{source.name}'") from err
+                raise _renamed(err, source, shown) from err
+            if info["frames"] == 0:
+                raise DataError("the clip holds no samples (0.0 s)", file=shown)
         except Exception as err:  # noqa: BLE001 - shown in the page
             return error_banner(err)
         return banner(f"Clip ready: {source.name}, {info['duration']:.1f} s, {info['sample_rate']} Hz, "

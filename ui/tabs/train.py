@@ -81,11 +81,9 @@ def config_from_form(ctx: AppContext, values: list[Any]) -> RunConfig:
         if v is None and typ in (int, float):
             continue  # an emptied number box: keep the default rather than invent one
         raw.setdefault(section, {})[name] = v
-    model = str(raw.get("model", {}).get("name") or "").strip()
-    if model and (model.startswith(("/", "~", ".")) or (ctx.workspace.root / model).exists()):
-        raw["model"]["name"] = str(ctx.workspace.resolve(model, must_exist=True))  # user paths stay inside
     cfg, problems = RunConfig.parse(raw)
-    problems += cfg.validate(ctx.workspace)
+    cfg, more = cfg.confined(ctx.workspace)  # every path field inside the workspace, the model's too
+    problems += more
     if problems:
         raise ConfigError(problems)
     return cfg
@@ -190,6 +188,16 @@ def diff_rows(ctx: AppContext, ids: list[str]) -> list[list[Any]]:
 
 
 # ---- layout ---------------------------------------------------------------------------------------
+def run_to_watch(runs: list[Run]) -> Run:
+    """The run a fresh Train tab shows first: the newest running one, else the newest queued
+    one (it starts next), else the newest of all (``runs`` come newest first)."""
+    states = [r.status().get("state") for r in runs]
+    for wanted in ("running", "queued"):
+        if wanted in states:
+            return runs[states.index(wanted)]
+    return runs[0]
+
+
 def build(ctx: AppContext) -> None:
     gr.Markdown("Fill the form (or load a recipe), preview the YAML and the equivalent command, then "
                 "launch. Runs continue in the background: reload the page any time.")
@@ -270,9 +278,8 @@ def build(ctx: AppContext) -> None:
         all_ids = [r.id for r in all_runs]
         given = list(ids or [])
         ids = [i for i in given if i in all_ids]
-        if not ids and all_ids:  # after a reload: watch the active run, else the newest one
-            active = [r.id for r in all_runs if r.status().get("state") in ("running", "queued")]
-            ids = [(active or all_ids)[0]]
+        if not ids and all_ids:  # after a reload or restart: the run most worth watching
+            ids = [run_to_watch(all_runs).id]
         runs = [get_run(ctx.workspace, i) for i in ids]
         prog = "".join(progress_html(r) for r in runs)
         tail = runs[0].log_tail(40) if len(runs) == 1 else ""
