@@ -226,14 +226,17 @@ def test_data_tab_tokenizer_box_does_not_probe_outside(world):
     folder or Hub id, and its messages said whether an outside path was a file, a folder or
     missing."""
     ws, out = world
-    demo = build_tab("data", AppContext(workspace=ws))
+    ctx = AppContext(workspace=ws)
+    demo = build_tab("data", ctx)
     tok_box = read_boxes("data", demo)["data-tokenizer"]
     (validate,) = [fn for fn in demo.fns.values() if any(c is tok_box for c in fn.inputs)]
-    state = {"kind": "text", "examples": [{"id": "a", "prompt": "q", "response": "r", "meta": {}}],
+    state = {"ref": "x", "kind": "text", "examples": [{"id": "a", "prompt": "q", "response": "r", "meta": {}}],
              "issues": [], "source": "x", "rows": 1}
+    request = gr.Request(session_hash="probe")  # the loaded rows are held per session by the app
+    ctx.sessions.put(request.session_hash, state, rows=1)
 
     def shown(path):
-        banner_html, _ = validate.fn(state, path, True)
+        banner_html, _ = validate.fn({"ref": "x"}, path, True, request)
         return banner_html.replace(path, "<PATH>")
 
     messages = {shown(p) for p in probes(out)}
