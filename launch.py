@@ -22,6 +22,7 @@ os.environ["DO_NOT_TRACK"] = "1"
 import engine  # noqa: E402,F401 - sets OpenMP's passive wait before anything loads torch (see engine/__init__.py)
 from engine.workspace import ASSETS, Workspace  # noqa: E402
 from ui.auth import LoginGate, LoginThrottle  # noqa: E402 - starlette only: gradio must wait for GRADIO_TEMP_DIR
+from ui.context import AppContext  # noqa: E402 - no gradio here either
 
 DEFAULT_PORT = 7860
 DEFAULT_MAX_UPLOAD_MB = 256
@@ -64,7 +65,7 @@ def launch_options(args: argparse.Namespace, ws: Workspace, gate: LoginGate | No
     """Keyword arguments for ``Blocks.launch``. With a gate, Gradio's own login stays off (it
     would serve the app's API description to anyone, see ui/auth.py): the gate's middleware
     answers every request without a session, and Gradio asks it who is signed in."""
-    from ui.app import launch_kwargs  # imports gradio: only once GRADIO_TEMP_DIR is set (main)
+    from ui.app import launch_kwargs  # noqa: PLC0415 - imports gradio: only once GRADIO_TEMP_DIR is set (main)
 
     opts = dict(
         server_name=args.host,
@@ -100,8 +101,7 @@ def main(argv: list[str] | None = None) -> int:
     # variable at import time, hence before the import below.
     os.environ["GRADIO_TEMP_DIR"] = str(ws.uploads / "gradio")
 
-    from ui.app import build_app
-    from ui.context import AppContext
+    from ui.app import build_app  # noqa: PLC0415 - imports gradio, which reads GRADIO_TEMP_DIR at import
 
     demo = build_app(AppContext(workspace=ws), sign_out=gate is not None)
     demo.queue(default_concurrency_limit=4)

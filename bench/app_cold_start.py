@@ -23,7 +23,6 @@ import _common
 sys.path.insert(0, str(_common.REPO / "tests"))
 
 import httpx  # noqa: E402
-
 from appserver import running_app  # noqa: E402
 
 GOAL_S = 15.0

@@ -33,7 +33,8 @@ def _time(fn) -> tuple[list[str], tuple[float, float]]:
 
 def bench_speech(args, ws) -> dict:
     from engine import infer
-    from engine.data.datasets import ensure_shipped, open_dataset
+    from engine.data.datasets import open_dataset
+    from engine.data.shipped import ensure_shipped
     from engine.models.loader import load_model
 
     rows = open_dataset(str(ensure_shipped("med-dictation", ws)), ws).load_split("test")[:args.limit or None]
@@ -47,7 +48,8 @@ def bench_speech(args, ws) -> dict:
 
 def bench_text(args, ws) -> dict:
     from engine import infer
-    from engine.data.datasets import ensure_shipped, open_dataset
+    from engine.data.datasets import open_dataset
+    from engine.data.shipped import ensure_shipped
     from engine.models.loader import load_model
 
     rows = open_dataset(str(ensure_shipped("med-qa", ws)), ws).load_split("test")[:args.limit or None]

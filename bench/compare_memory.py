@@ -209,14 +209,13 @@ def resident_now() -> dict[str, float]:
 
 
 def run_variant(args, variant: str) -> dict:
+    import peft  # noqa: F401 - counted in the runtime floor, like torch and transformers
     import torch
+    import transformers  # noqa: F401
 
     from engine import infer
     from engine.eval.compare import open_pair
     from engine.models.loader import load_model
-
-    import peft  # noqa: F401 - counted in the runtime floor, like torch and transformers
-    import transformers  # noqa: F401
 
     dev = _common.device(args)
     floor = _common.peak_rss_mb()  # interpreter + libraries, before any weights

@@ -11,7 +11,7 @@ baseline:  the naive loop - every step loads the audio, computes log-mel feature
   the (frozen) encoder again before the decoder (SpeechCollator without a cache).
 Both: same model (embedded Whisper tiny.en unless --model), same shipped med-dictation
 clips, same decoder LoRA (workbench defaults), batch, schedule and seed, the Trainer set up
-by engine.train.job, and so the same decoder step (engine/train/speech_step.py: cross-
+by engine.train.hf, and so the same decoder step (engine/train/speech_step.py: cross-
 attention folded over the frozen frames, loss on target positions): the only difference
 is where the encoder output comes from, so the ratio is the cache's alone.
 Figures: training samples/s, the one-time cache build (its cost is paid once per clip and
@@ -41,10 +41,11 @@ def run_variant(args, cached: bool) -> dict:
     from transformers import set_seed
 
     from engine.config import RunConfig
-    from engine.data.datasets import ensure_shipped, open_dataset
+    from engine.data.datasets import open_dataset
+    from engine.data.shipped import ensure_shipped
     from engine.train import speech
     from engine.train.collators import Counter, SpeechCollator
-    from engine.train.job import _trainer
+    from engine.train.hf import _trainer
     from engine.train.model import apply_lora, load_base, pick_device, precision_flags
 
     cfg = RunConfig()

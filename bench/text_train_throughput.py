@@ -6,7 +6,7 @@
 
 workbench: engine.train's real pieces - build_text_dataset (chat template, loss on the
   response only), TextCollator (each batch padded to its own longest member), and the
-  Trainer from engine.train.job (length-grouped sampler).
+  Trainer from engine.train.hf (length-grouped sampler).
 baseline:  the recipe most fine-tuning scripts use - transformers Trainer + peft, every
   example tokenised with padding="max_length" to 512, DataCollatorForLanguageModeling
   (loss on every non-pad token), random batches (no length grouping).
@@ -76,7 +76,8 @@ def held_out_loss(model, tok, rows: list[dict], batch_size: int) -> float:
 
 
 def _data(args):
-    from engine.data.datasets import ensure_shipped, open_dataset
+    from engine.data.datasets import open_dataset
+    from engine.data.shipped import ensure_shipped
 
     ws = _common.workspace(args)
     ds = open_dataset(str(ensure_shipped("med-qa", ws)), ws)
@@ -87,7 +88,7 @@ def variant_workbench(args) -> dict:
     from transformers import set_seed
 
     from engine.train.collators import Counter, TextCollator
-    from engine.train.job import _trainer
+    from engine.train.hf import _trainer
     from engine.train.model import apply_lora, load_base, pick_device, precision_flags
     from engine.train.text import build_text_dataset
 
@@ -152,16 +153,23 @@ def variant_baseline(args) -> dict:
     import torch
     from datasets import Dataset
     from peft import LoraConfig, get_peft_model
-    from transformers import (AutoModelForCausalLM, AutoTokenizer, DataCollatorForLanguageModeling, Trainer,
-                              TrainingArguments, set_seed)
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoTokenizer,
+        DataCollatorForLanguageModeling,
+        Trainer,
+        TrainingArguments,
+        set_seed,
+    )
 
-    from engine.train.model import pick_device, precision_flags, resolve_path, target_modules
+    from engine.models.loader import model_path
+    from engine.train.model import pick_device, precision_flags, target_modules
 
     cfg = _config(args)
     train_rows, eval_rows = _data(args)
     dev = pick_device(cfg)
     flags = precision_flags(cfg, dev)
-    path = resolve_path(args.model)
+    path = model_path(args.model)
     dtype = torch.bfloat16 if flags["bf16"] else torch.float32
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype).to(dev)
     model.config.use_cache = False

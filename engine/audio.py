@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import BinaryIO
 
 import numpy as np
+import soundfile as sf
 
+from engine.atomic import write_bytes
 from engine.errors import ConfigError, DataError
 
 SAMPLE_RATE = 16_000
@@ -52,7 +54,7 @@ def max_audio_seconds() -> float:
 def resample(audio: np.ndarray, orig_sr: int, target_sr: int = SAMPLE_RATE) -> np.ndarray:
     if orig_sr == target_sr or audio.size == 0:
         return audio.astype(np.float32, copy=False)
-    from scipy.signal import resample_poly
+    from scipy.signal import resample_poly  # noqa: PLC0415 - scipy.signal takes ~0.6 s to import; the UI and CLI import this module
 
     g = np.gcd(int(orig_sr), int(target_sr))
     return resample_poly(audio, target_sr // g, orig_sr // g).astype(np.float32)
@@ -66,8 +68,6 @@ def load_audio(source: str | os.PathLike | bytes, sr: int = SAMPLE_RATE) -> np.n
     """Read a file (any format libsndfile reads: WAV, FLAC, OGG, MP3) as float32 mono at
     ``sr``. Raises :class:`DataError` naming the file when it cannot be decoded, or when its
     header declares more than :func:`max_audio_seconds` of audio (checked before decoding)."""
-    import soundfile as sf
-
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     info = audio_info(source)
     check_duration(info["duration"], name)
@@ -86,8 +86,6 @@ def audio_info(source: str | os.PathLike | bytes) -> dict:
     Refuses (DataError naming the file) a missing, empty or unreadable file, and a WAV whose
     header declares more audio than the file holds: libsndfile would quietly read what is
     there (a 44-byte file claiming 4 GB reads as a 0.0 s clip)."""
-    import soundfile as sf
-
     name = "<bytes>" if isinstance(source, bytes) else str(source)
     if not isinstance(source, bytes):
         if not Path(source).exists():
@@ -164,10 +162,6 @@ def _span(seconds: float) -> str:
 
 def write_flac(path: str | os.PathLike, audio: np.ndarray, sr: int = SAMPLE_RATE) -> None:
     """Write 16-bit FLAC atomically (temp file + rename)."""
-    import soundfile as sf
-
-    from engine.atomic import write_bytes
-
     buf = io.BytesIO()
     sf.write(buf, np.clip(audio, -1, 1), sr, format="FLAC", subtype="PCM_16")
     write_bytes(path, buf.getvalue())

@@ -2,29 +2,25 @@
 
 It is the single source of defaults, ranges, choices and help text: the Train tab builds
 its form from the field metadata, the CLI reads the same YAML, and a run saves the resolved
-YAML next to its outputs. ``validate()`` collects every problem (naming the field) instead
-of stopping at the first, so a user fixes a config in one pass.
+YAML next to its outputs. A leaf: it checks each field alone (type, range, choices, length);
+what needs the registry, the datasets or NeMo (path fields, checks across fields) is
+:mod:`engine.preflight`.
 """
 
 from __future__ import annotations
 
 import copy
 import dataclasses
-import importlib.util
-import json
 import math
-import re
 import reprlib
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import yaml
 
-from engine.errors import ConfigError, MedtuneError
-from engine.models.registry import model_ref
-
+from engine.errors import ConfigError
 
 # Caps on the free-text fields (metadata ``max_len``); every str field has one or a choice list.
 #: A system prompt is prepended to every training example: 20,000 characters (~5,000 tokens)
@@ -32,7 +28,7 @@ from engine.models.registry import model_ref
 MAX_PROMPT_CHARS = 20_000
 #: Linux's PATH_MAX: a longer model or dataset path cannot name anything on disk.
 MAX_PATH_CHARS = 4096
-#: A split is a file name in the dataset folder; the same 64 as the split-name pattern below.
+#: A split is a file name in the dataset folder; the same 64 as engine.data.folder.NAME.
 MAX_SPLIT_CHARS = 64
 #: A comma-separated list of module names: a hundred long names fit in 2,000 characters.
 MAX_MODULES_CHARS = 2000
@@ -45,7 +41,7 @@ MAX_CONFIG_BYTES = 1024 * 1024
 def _f(default: Any, help: str, **meta: Any) -> Any:
     """A dataclass field whose metadata carries help/choices/min/max/max_len for form and
     checks, and ``path`` (model, dataset or split) for the fields that name something on disk:
-    each such kind has one resolver, :func:`resolve_ref`."""
+    each such kind has one resolver, :func:`engine.preflight.resolve_ref`."""
     meta["help"] = help
     if isinstance(default, list):
         return field(default_factory=lambda d=default: list(d), metadata=meta)
@@ -187,59 +183,18 @@ class RunConfig:
             d.setdefault(section, {})[name] = value
         return RunConfig.from_dict(d)
 
-    # ---- validation --------------------------------------------------------------------
-    def validate(self, workspace: Any = None) -> list[str]:
-        """Every problem with this config, one line each, naming the field.
+    def field_problems(self) -> list[str]:
+        """The problems of each field alone (type, range, choices, length), naming the field;
+        :func:`engine.preflight.validate` adds path fields and checks across fields."""
+        return [p for s, n, _, v, meta in iter_fields(self) for p in check_field(f"{s}.{n}", v, meta)]
 
-        With ``workspace`` the dataset must be in it (or shipped); a local model folder is
-        not confined here, because ``medtune train`` runs with the user's own rights: the app
-        admits a config through :meth:`confined` instead."""
-        return self._problems(workspace, confine_model=False)[0]
-
-    def check(self, workspace: Any = None, source: str | None = None) -> "RunConfig":
-        problems = self.validate(workspace)
-        if problems:
-            raise ConfigError(problems, source=source)
-        return self
-
-    def confined(self, workspace: Any) -> tuple["RunConfig", list[str]]:
-        """The app's gate: (this config with every path field resolved, every problem). Each
-        field marked ``path`` goes through :func:`resolve_ref` confined to ``workspace``, the
-        model folder included; a local model folder is replaced by its resolved path inside the
-        workspace, so the job (whose working directory is the repository) never re-reads a
-        relative name."""
-        problems, resolved = self._problems(workspace, confine_model=True)
-        return self._with(resolved), problems
-
-    def _with(self, values: dict[str, Any]) -> "RunConfig":
+    def with_values(self, values: dict[str, Any]) -> "RunConfig":
         """A copy with ``{"section.field": value}`` set (values already of the field's type)."""
         cfg = copy.deepcopy(self)
         for key, value in values.items():
             section, _, name = key.partition(".")
             setattr(getattr(cfg, section), name, value)
         return cfg
-
-    def _problems(self, workspace: Any, *, confine_model: bool) -> tuple[list[str], dict[str, str]]:
-        """(problems, {"section.field": resolved value} of the path fields)."""
-        problems: list[str] = []
-        resolved: dict[str, str] = {}
-        unusable: set[str] = set()  # fields the cross-checks must not use (too long, unresolvable)
-        for sec in dataclasses.fields(self):
-            obj = getattr(self, sec.name)
-            for f in dataclasses.fields(obj):
-                key, value, kind = f"{sec.name}.{f.name}", getattr(obj, f.name), f.metadata.get("path")
-                found = _check_field(key, value, f.metadata)
-                if kind and not found:
-                    where = workspace if kind != "model" or confine_model else None
-                    try:
-                        resolved[key] = resolve_ref(kind, value, where)
-                    except MedtuneError as e:
-                        found.append(f"{key}: {e.message}")
-                if found:
-                    unusable.add(key)
-                problems += found
-        problems += _cross_checks(self._with(resolved), workspace, unusable)
-        return problems, resolved
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "lora": LoraConfig, "train": TrainConfig,
@@ -298,11 +253,6 @@ def _short(value: Any) -> str:
     return _REPR.repr(value)
 
 
-#: A split is a file name in the dataset folder (no '/', no '..'); the same rule as
-#: engine.data.datasets.SPLIT_NAME, checked here so the form names the field.
-_SPLIT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-
-
 def _build_section(cls: type, raw: Any, name: str, problems: list[str]) -> Any:
     if not isinstance(raw, dict):
         problems.append(f"{name}: expected a mapping, got {_short(raw)}")
@@ -320,7 +270,8 @@ def _build_section(cls: type, raw: Any, name: str, problems: list[str]) -> Any:
     return cls(**kwargs)
 
 
-def _check_field(path: str, value: Any, meta: Any) -> list[str]:
+def check_field(path: str, value: Any, meta: Any) -> list[str]:
+    """The problems of one field's value alone, from its metadata (max_len, choices, min/max)."""
     out = []
     if isinstance(value, str) and meta.get("max_len") is not None and len(value) > meta["max_len"]:
         return [f"{path}: must be at most {meta['max_len']:,} characters, got {len(value):,}"]
@@ -341,128 +292,6 @@ def _check_field(path: str, value: Any, meta: Any) -> list[str]:
         if hi is not None and (value >= hi if meta.get("exclusive_max") else value > hi):
             word = "less than" if meta.get("exclusive_max") else "at most"
             out.append(f"{path}: must be {word} {hi}, got {value}")
-    return out
-
-
-def model_kind(name: str) -> str | None:
-    """'text' / 'speech' for a model name, or None when it cannot be told without loading."""
-    try:
-        from engine.nemo.availability import is_nemo_model
-
-        if is_nemo_model(name):
-            return "speech"
-    except ImportError:
-        pass
-    try:
-        from engine.models.registry import resolve_model
-        return resolve_model(name).kind
-    except Exception:  # unknown here; the job reports a proper ModelError when it loads
-        try:
-            cfg = Path(name).expanduser() / "config.json"
-            if not cfg.is_file():
-                return "speech" if "whisper" in name.lower() else None
-            mt = json.loads(cfg.read_text()).get("model_type", "")
-            return "speech" if "whisper" in mt or "speech" in mt else "text"
-        except (OSError, RuntimeError, ValueError, AttributeError):  # a name no folder can have, unreadable, not JSON
-            return None
-
-
-#: Kinds of the shipped datasets, so validation needs no dataset build.
-SHIPPED_KINDS = {"med-dictation": "speech", "med-qa": "text", "pubmedqa-synth": "text",
-                 "general-english": "speech"}
-
-
-def dataset_kind(ref: str, workspace: Any = None) -> str | None:
-    """'text'/'speech' of a shipped name or a dataset folder in ``workspace``; None when it
-    cannot be told (no workspace given, or a path outside it: nothing outside is opened)."""
-    try:
-        from engine.data.datasets import SHIPPED
-
-        if ref in SHIPPED:
-            return SHIPPED[ref].kind
-    except ImportError:
-        pass
-    if ref in SHIPPED_KINDS:
-        return SHIPPED_KINDS[ref]
-    if workspace is None or not ref.strip():
-        return None
-    try:
-        meta = _dataset_folder(ref, workspace) / "dataset.json"
-    except MedtuneError:
-        return None
-    if meta.is_file():
-        try:
-            info = json.loads(meta.read_text(encoding="utf-8"))
-        except (OSError, ValueError):
-            return None
-        return info.get("kind") if isinstance(info, dict) else None
-    return None
-
-
-def _dataset_folder(ref: str, workspace: Any) -> Path:
-    """Where ``open_dataset`` would look for ``ref`` (a saved name, else a path), confined to
-    the workspace; PathError when it points outside."""
-    from engine.data.datasets import saved_dataset
-
-    return saved_dataset(workspace, ref) or workspace.resolve(ref)
-
-
-def resolve_ref(kind: str, value: str, workspace: Any = None) -> str:
-    """The one resolver for RunConfig's path fields (metadata ``path``), and for the app's boxes
-    of the same kinds: the value to keep, or a MedtuneError saying why not. ``model``: a registry
-    name or hub id as given, a local folder as its resolved path inside ``workspace``
-    (:func:`engine.models.registry.model_ref`); ``dataset``: a shipped name, a saved dataset or
-    a dataset folder inside ``workspace``; ``split``: a file name in the dataset folder. Without
-    a workspace only what needs none is checked."""
-    if kind == "split":
-        if value.strip() and not _SPLIT_NAME.fullmatch(value.strip()):
-            raise MedtuneError(f"'{value.strip()[:80]}' is not a split name (letters, digits, '.', '_' and '-', "
-                               "e.g. train, validation, test)")
-        return value
-    if kind not in ("model", "dataset"):
-        raise ValueError(f"unknown path kind {kind!r}")  # a field marked with a kind nobody resolves: a bug
-    if not value.strip():
-        raise MedtuneError("must not be empty")
-    if workspace is None:
-        return value
-    if kind == "model":
-        return model_ref(value, workspace)
-    if value.strip() not in SHIPPED_KINDS:
-        _dataset_folder(value, workspace)  # a saved dataset's name or a path: inside the workspace
-    return value
-
-
-def _cross_checks(cfg: RunConfig, workspace: Any, unusable: set[str] = frozenset()) -> list[str]:
-    """Checks across fields; ``unusable`` fields (already reported: too long, outside the
-    workspace) are not looked at again, so nothing outside is opened and no message repeats them."""
-    out = []
-    q = cfg.model.quantization
-    if q != "none" and importlib.util.find_spec("bitsandbytes") is None:
-        out.append(f"model.quantization: {q} needs the bitsandbytes package (pip install bitsandbytes)")
-    if q != "none" and cfg.lora.full_finetune:
-        out.append("lora.full_finetune: a quantized model cannot be fully fine-tuned; use LoRA (QLoRA) or "
-                   "quantization none")
-    if cfg.lora.use_dora and q == "8bit":
-        out.append("lora.use_dora: DoRA is not supported on 8-bit weights by peft; use 4bit or none")
-    if not cfg.data.train_split.strip():
-        out.append("data.train_split: must not be empty")
-    model_ok, data_ok = "model.name" not in unusable, "data.dataset" not in unusable
-    try:  # NeMo-backend models (Canary-Qwen) have their own limits; [] for everything else
-        from engine.nemo.availability import config_problems
-    except ImportError:
-        pass
-    else:
-        out += config_problems(cfg) if model_ok else []
-    mk = model_kind(cfg.model.name) if model_ok else None
-    dk = dataset_kind(cfg.data.dataset, workspace) if data_ok else None
-    if mk and dk and mk != dk:
-        out.append(f"data.dataset: {cfg.model.name} is a {mk} model but {cfg.data.dataset} is a {dk} dataset "
-                   f"(a {mk} model needs a {mk} dataset)")
-    if cfg.lora.encoder_lora and mk == "text":
-        out.append("lora.encoder_lora: only applies to speech models")
-    if cfg.train.report_to != "none" and importlib.util.find_spec(cfg.train.report_to) is None:
-        out.append(f"train.report_to: {cfg.train.report_to} is not installed "
-                   f"(pip install {cfg.train.report_to})")
     return out
 
 
@@ -590,8 +419,11 @@ def parse_overrides(pairs: list[str]) -> dict[str, Any]:
     return out
 
 
-def load_config(path: str | Path) -> RunConfig:
-    """Read and validate a YAML run config; ConfigError lists every problem, naming fields."""
+def load_config(path: str | Path,
+                check: Callable[[RunConfig], list[str]] = RunConfig.field_problems) -> RunConfig:
+    """Read a YAML run config; ConfigError lists every problem, naming fields. ``check`` finds
+    the problems beyond the file's structure: each field alone by default (a run's saved
+    config), everything with :func:`engine.preflight.load_config`."""
     path = Path(path)
     try:
         with open(path, "rb") as fh:
@@ -616,7 +448,7 @@ def load_config(path: str | Path) -> RunConfig:
         raise ConfigError(["the file holds no settings (it is empty or only comments); expected sections "
                            f"{', '.join(_SECTIONS)}"], source=str(path))
     cfg, problems = RunConfig.parse(raw)
-    problems += cfg.validate()
+    problems += check(cfg)
     if problems:
         raise ConfigError(problems, source=str(path))
     return cfg

@@ -71,3 +71,9 @@ class PathError(MedtuneError):
     """A path that points outside the workspace (or does not exist)."""
 
     kind = "path"
+
+
+class CudaRequired(MedtuneError):
+    """A setting that only works on a CUDA GPU was asked for on a machine without one."""
+
+    kind = "cuda"

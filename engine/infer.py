@@ -86,8 +86,8 @@ def answer(lm: LoadedModel, question: str, *, system: str | None = None, max_new
 def stream_answer(lm: LoadedModel, question: str, *, system: str | None = None, max_new_tokens: int = 256,
                   temperature: float = 0.0, top_p: float = 1.0, **gen: Any) -> Iterator[str]:
     """Like :func:`answer`, but yields the growing answer text as tokens arrive."""
-    import torch
-    from transformers import TextIteratorStreamer
+    import torch  # noqa: PLC0415 - seconds to import; the UI imports this module
+    from transformers import TextIteratorStreamer  # noqa: PLC0415 - seconds to import; the UI imports this module
 
     _require(lm, "text")
     kw = _gen_kwargs(lm, max_new_tokens, temperature, top_p, gen)
@@ -119,7 +119,7 @@ def generate_batch(lm: LoadedModel, questions: list[str], batch_size: int = 8, *
                    **gen: Any) -> list[str]:
     """Answers to many questions, ``batch_size`` at a time (left padding, so every row's
     new tokens start at the same column)."""
-    import torch
+    import torch  # noqa: PLC0415 - seconds to import; the UI imports this module
 
     _require(lm, "text")
     kw = _gen_kwargs(lm, max_new_tokens, temperature, top_p, gen)
@@ -176,7 +176,7 @@ def transcribe(lm: LoadedModel, audio: str | Path | np.ndarray, **gen: Any) -> s
 def transcribe_batch(lm: LoadedModel, audios: list, batch_size: int = 8, **gen: Any) -> list[str]:
     """Transcripts of many clips, ``batch_size`` windows per forward pass. Clips longer than
     30 s are split and their pieces joined; an empty or silent-length clip is a DataError."""
-    import torch
+    import torch  # noqa: PLC0415 - seconds to import; the UI imports this module
 
     _require(lm, "speech")
     pieces: list[np.ndarray] = []

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 from typing import Callable, Optional
 
+from tqdm import tqdm
+
 Progress = Callable[[Optional[float], str], None]
 
 
@@ -18,8 +20,6 @@ def report(progress: Progress | None, fraction: float | None, message: str) -> N
 
 def tqdm_progress(desc: str = "") -> Progress:
     """A Progress that draws a tqdm bar on stderr (for the CLI)."""
-    from tqdm import tqdm
-
     bar = tqdm(total=1000, desc=desc, unit="", bar_format="{desc} {percentage:3.0f}%|{bar}| {postfix}")
 
     def _update(fraction: float | None, message: str) -> None:

@@ -11,27 +11,86 @@ Layout (see DESIGN.md)::
       checkpoints/    Trainer checkpoints (resume points)
       adapter/        final PEFT adapter;  model/ for a full fine-tune
       eval/  export/  written by the evaluate / export jobs
+      jobs/<kind>.stop  a stop request for the running job (see engine.jobs.queue.stop)
 
-The UI and CLI only read these files, the job process only writes them, which is what lets
-a page reload or a UI restart re-attach to a running job.
+A running job's status has one writer, its process (engine.jobs.queue says where the queue
+writes instead); the UI and CLI read the folder and ask for a stop, which is what lets a page
+reload or a UI restart re-attach to a running job. :class:`JobContext`, :class:`JobStopped`
+and :class:`Reason` live here, below both engine.jobs and the backends that share them.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import re
+import shutil
 import time
+from dataclasses import dataclass, field
 from datetime import datetime, timezone
+from enum import Enum
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
+import psutil
 import yaml
 
 from engine import atomic
+from engine.config import RunConfig, load_config
 from engine.errors import MedtuneError, PathError
+from engine.progress import Progress
+from engine.workspace import Workspace
 
-STATES = ("queued", "running", "completed", "failed", "stopped")
+#: The jobs' states that still hold (or wait for) a device.
 ACTIVE = ("queued", "running")
+#: The job log: engine.jobs.runtime sends it to stdout, which is job.log.
+LOG = logging.getLogger("medtune.job")
+
+
+class Reason(str, Enum):
+    """Why a job ended failed or stopped: status.json's "reason", shown as "failed (disk full)".
+    engine.jobs.reasons maps exceptions onto these (a MedtuneError onto the member named after
+    its ``kind``, upper-cased) and says which a retry cannot fix."""
+
+    __str__ = str.__str__  # the text itself in messages, on every Python version
+
+    ERROR = "error"
+    CONFIG = "config error"
+    DATA = "data error"
+    DEPENDENCY = "missing dependency"
+    MODEL = "model error"
+    PATH = "path error"
+    CUDA = "CUDA required"
+    DISK = "disk full"
+    MEMORY = "out of memory"
+    EXPORT = "export"  # an export's own check (engine.export.checks.ExportError)
+    INTERRUPTED = "interrupted"
+    KILLED = "killed"  # the process vanished without reporting (SIGKILL, OOM killer, reboot)
+    CANCELLED = "cancelled"  # stopped while queued
+    FORCED = "forced"  # stopped by SIGKILL
+
+
+class JobStopped(Exception):
+    """Raised inside a job when a graceful stop was requested; the job then ends "stopped"."""
+
+
+@dataclass
+class JobContext:
+    """What a job's entry point (``engine.jobs.JOB_KINDS``, a training backend) gets: the run,
+    its params, ``progress`` (the status), ``log`` (job.log) and ``should_stop``. An entry
+    point that never asks should_stop() is stopped where it is (SIGTERM raises JobStopped);
+    once it asks, it stops itself at a safe point by raising JobStopped. The defaults suit a
+    call in-process (tests, notebooks): no status, no stop."""
+
+    run: Run
+    params: dict[str, Any] = field(default_factory=dict)
+    progress: Progress = lambda fraction, message: None
+    log: Callable[[str], None] = LOG.info
+    should_stop: Callable[[], bool] = lambda: False
+
+    @property
+    def workspace(self) -> Workspace:
+        return self.run.workspace
 
 
 def now_iso() -> str:
@@ -43,8 +102,6 @@ def pid_alive(pid: int | None, started: float | None = None) -> bool:
     a recycled pid belonging to some other process counts as dead."""
     if not pid:
         return False
-    import psutil
-
     try:
         p = psutil.Process(int(pid))
         if p.status() == psutil.STATUS_ZOMBIE:
@@ -106,13 +163,19 @@ class Run:
     def export_dir(self) -> Path:
         return self.path / "export"
 
+    @property
+    def workspace(self) -> Workspace:  # the run folder is <workspace>/runs/<id>
+        return Workspace(self.path.parent.parent)
+
     def status_path(self, kind: str = "train") -> Path:
         return self.path / "status.json" if kind == "train" else self.path / "jobs" / f"{kind}.json"
 
+    def stop_path(self, kind: str = "train") -> Path:
+        """The stop request for the ``kind`` job (engine.jobs.queue.stop writes it, the job reads it)."""
+        return self.path / "jobs" / f"{kind}.stop"
+
     # ---- reading -------------------------------------------------------------------------
     def config(self):
-        from engine.config import load_config
-
         return load_config(self.config_path)
 
     def raw_status(self, kind: str = "train") -> dict[str, Any]:
@@ -133,7 +196,7 @@ class Run:
         if not st:
             return {}
         if st.get("state") == "running" and not pid_alive(st.get("pid"), st.get("pid_started")):
-            st = dict(st, state="failed", reason="killed",
+            st = dict(st, state="failed", reason=Reason.KILLED,
                       error="The job process ended without reporting back (killed, or the machine restarted).",
                       hint="Resume the run: it continues from its last checkpoint.")
         st.setdefault("kind", kind)
@@ -194,6 +257,18 @@ class Run:
             if m and int(m.group(1)) > best_step and checkpoint_complete(p):
                 best, best_step = p, int(m.group(1))
         return best
+
+    def remove_incomplete_checkpoints(self, log: Callable[[str], None]) -> list[str]:
+        """Delete checkpoint-N folders whose save never finished (a resume, and a training job
+        failing on a full disk, see engine.train.resume); returns their names."""
+        removed = []
+        for p in sorted(self.checkpoints_dir.glob("checkpoint-*")):
+            if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name) and not checkpoint_complete(p):
+                shutil.rmtree(p, ignore_errors=True)
+                removed.append(p.name)
+                log(f"removed incomplete checkpoint folder checkpoints/{p.name} (its save was cut off: "
+                    f"no complete trainer_state.json); it is not a resume point")
+        return removed
 
     def summary(self) -> dict[str, Any]:
         """One row for run tables (`medtune runs list`, the Train tab): name, model, data,
@@ -294,8 +369,6 @@ def new_run_id(workspace, name: str | None) -> str:
 
 def create_run(workspace, cfg, name: str | None = None) -> Run:
     """Make the run folder and write its resolved config before anything else happens."""
-    from engine.config import RunConfig
-
     if not isinstance(cfg, RunConfig):
         raise MedtuneError("create_run needs a RunConfig")
     rid = new_run_id(workspace, name or _default_name(cfg))
@@ -315,7 +388,7 @@ def _default_name(cfg) -> str:
 
 def checkpoint_complete(folder: Path) -> bool:
     """A checkpoint folder whose save finished. Both backends write trainer_state.json last
-    (the Trainer; engine.nemo.callbacks), so a folder cut off mid-save (SIGKILL, full disk)
+    (the Trainer; engine.train.nemo_callbacks), so a folder cut off mid-save (SIGKILL, full disk)
     has none, or a torn one: it must parse and name the folder's step."""
     try:
         state = json.loads((folder / "trainer_state.json").read_text())

@@ -52,7 +52,7 @@ DEFAULT_VOICES: tuple[Voice, ...] = (
 class _Engine:
     def __init__(self) -> None:
         try:
-            import espeakng_loader
+            import espeakng_loader  # noqa: PLC0415 - loads the eSpeak NG library, only to synthesize
         except ImportError as e:  # pragma: no cover - it is a core dependency
             raise MissingDependency("espeakng-loader", "Speech synthesis") from e
         self.lib = ctypes.CDLL(espeakng_loader.get_library_path())
@@ -105,7 +105,7 @@ def synthesize(text: str, voice: Voice = Voice(), sample_rate: int = TARGET_SR) 
         native = _engine.sample_rate
     audio = pcm.astype(np.float32) / 32768.0
     if sample_rate != native and audio.size:
-        from scipy.signal import resample_poly
+        from scipy.signal import resample_poly  # noqa: PLC0415 - scipy.signal takes ~0.6 s to import; the UI imports this module
 
         g = np.gcd(native, sample_rate)
         audio = resample_poly(audio, sample_rate // g, native // g).astype(np.float32)

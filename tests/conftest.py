@@ -13,8 +13,9 @@ os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-import engine  # noqa: E402,F401 - OpenMP passive wait before any test imports torch (engine/__init__.py)
 from extras import PROBES, required_extras, verdict  # noqa: E402
+
+import engine  # noqa: E402,F401 - OpenMP passive wait before any test imports torch (engine/__init__.py)
 
 ARTIFACTS = Path(__file__).resolve().parent.parent / ".test-artifacts"
 

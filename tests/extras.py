@@ -8,7 +8,7 @@ from __future__ import annotations
 import os
 from typing import Callable
 
-from engine.nemo.availability import nemo_installed
+from engine.models.availability import nemo_installed
 
 #: extra name -> probe that says whether it is installed (cheap: no heavy imports)
 PROBES: dict[str, Callable[[], bool]] = {"nemo": nemo_installed}

@@ -13,8 +13,16 @@ import pytest
 from engine.config import RunConfig
 from engine.errors import DataError, ModelError
 from engine.runs import create_run, list_runs
-from ui.components import (banner, error_banner, error_text, friendly_error, gradio_progress, status_errors,
-                           ui_errors, user_errors)
+from ui.components import (
+    banner,
+    error_banner,
+    error_text,
+    friendly_error,
+    gradio_progress,
+    status_errors,
+    ui_errors,
+    user_errors,
+)
 from ui.tabs.train import run_to_watch
 
 

@@ -16,10 +16,10 @@ import time
 import httpx
 import psutil
 import pytest
+from appserver import REPO_ROOT, free_port, running_app
 from fastapi.routing import iter_route_contexts
 
 import launch
-from appserver import REPO_ROOT, free_port, running_app
 from engine.config import RunConfig
 from engine.data.datasets import save_dataset
 from engine.runs import create_run, list_runs

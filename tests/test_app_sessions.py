@@ -7,10 +7,10 @@ import time
 
 import httpx
 import pytest
+from appserver import free_port
 from gradio_client import Client
 
 import launch
-from appserver import free_port
 from engine.workspace import Workspace
 from ui.app import build_app
 from ui.context import AppContext

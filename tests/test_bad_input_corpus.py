@@ -5,7 +5,7 @@ A row (:class:`Case`) is
 - a bad file or value BUILT AT TEST TIME (synthetic content only: nothing binary is
   committed; audio is synthesized tones, junk is ``os.urandom``),
 - the entry point it goes through, i.e. the engine function that both the UI tab and the
-  CLI command call (``load_source`` + ``validate``, ``open_dataset``, ``RunConfig.check``,
+  CLI command call (``load_source`` + ``validate``, ``open_dataset``, ``preflight.check``,
   ``load_config``, ``Workspace.resolve``...), the ``medtune`` CLI itself, or a UI handler,
 - what must come back: :class:`Refused` (a :class:`MedtuneError`, or an error-severity
   :class:`Issue`, whose text matches a regex and which names the file, line/row and field),
@@ -392,7 +392,7 @@ def amp_at(x: np.ndarray, hz: float, sr: int = SR) -> float:
 # =============================================================================================
 def load_validate(ctx: Ctx, ref: str, *, preset: str | None = None, check_audio: bool = True):
     """Data tab Load + Validate, ``medtune data validate``: load_source then validate."""
-    from engine.data.sources import load_source
+    from engine.data.datasets import load_source
     from engine.data.validate import validate
 
     res, _terms = load_source(ref, ctx.ws, preset=preset)
@@ -424,15 +424,16 @@ def open_split(ctx: Ctx, ref: str, split: str = "train"):
 
 
 def check_config(ctx: Ctx, d: dict):
-    """The Train tab's form, ``medtune train --set`` and jobs.launch all end in RunConfig.check."""
+    """The Train tab's form, ``medtune train --set`` and jobs.launch all end in preflight.check."""
     from engine.config import RunConfig
+    from engine.preflight import check
 
-    return RunConfig.from_dict(d).check(ctx.ws)
+    return check(RunConfig.from_dict(d), ctx.ws)
 
 
 def yaml_config(ctx: Ctx, name: str, data: bytes | str):
     """``medtune train RECIPE.yaml`` and a run's saved config.yaml: load_config."""
-    from engine.config import load_config
+    from engine.preflight import load_config
 
     return load_config(ctx.ws.root / ctx.write(name, data))
 
@@ -1116,7 +1117,7 @@ def _(ctx):
 
 for _field, _value in (("data.dataset", "DOTDOT"), ("data.dataset", "/etc"), ("data.train_split", "../../x"),
                        ("data.eval_split", "/etc/passwd"), ("data.test_split", "a/../../b")):
-    @case(f"config-{_field}={_value}", "path", "RunConfig.check (Train tab, `medtune train`, jobs.launch)",
+    @case(f"config-{_field}={_value}", "path", "preflight.check (Train tab, `medtune train`, jobs.launch)",
           Refused(rf"{re.escape(_field)}: .*(outside the workspace|is not a split name)", field=_field))
     def _(ctx, _field=_field, _value=_value):
         value = ctx.up_to_outside("dataset") if _value == "DOTDOT" else _value
@@ -1154,7 +1155,7 @@ for _rid in ("../../outside/run", "/etc", "..", ".hidden"):
 @case("dataset-save-name-traversal", "path", "split_and_save (Data tab 'Save as', `medtune data split --name`)",
       Refused(r"'\.\./outside/x' is not a valid dataset name", field="name"))
 def _(ctx):
-    from engine.data.sources import load_source, split_and_save
+    from engine.data.datasets import load_source, split_and_save
 
     res, _ = load_source(ctx.write("qa.jsonl", jsonl(QA)), ctx.ws)
     return split_and_save(res, ctx.ws, "../outside/x")
@@ -1164,7 +1165,7 @@ def _(ctx):
     lambda dest, ctx: (assert_inside(dest, ctx.ws.uploads), assert_no_dots(dest.name)),
     "the upload's name is sanitised: it lands in uploads/"))
 def _(ctx):
-    from engine.data.sources import save_upload
+    from engine.data.datasets import save_upload
 
     return save_upload(ctx.ws, ctx.ws.root / ctx.write("qa.jsonl", jsonl(QA)), name="../../../outside/evil.jsonl")
 
@@ -1188,7 +1189,7 @@ for _ratios, _pat in (((float("nan"),) * 3,
                       ((0.8, 0.2), r"split ratios 0\.8,0\.2: expected 3 numbers \(train, validation, test\), got 2")):
     @case("split-ratios-" + ",".join(f"{r:g}" for r in _ratios), "data", SAVE, Refused(_pat, field="ratios"))
     def _(ctx, _ratios=_ratios):
-        from engine.data.sources import load_source, split_and_save
+        from engine.data.datasets import load_source, split_and_save
 
         res, _ = load_source(ctx.write("qa.jsonl", jsonl(QA)), ctx.ws)
         return split_and_save(res, ctx.ws, f"ratios-{uuid.uuid4().hex[:8]}", ratios=_ratios)
@@ -1319,7 +1320,7 @@ for _model in ("/etc", "MODEL_OUT", "~"):
 def _config_cases() -> None:
     from engine.config import iter_fields
 
-    entry = "RunConfig.check (Train tab, `medtune train`, jobs.launch)"
+    entry = "preflight.check (Train tab, `medtune train`, jobs.launch)"
     type_word = {bool: "true/false", int: "an integer", float: "a number"}
     for section, name, typ, _default, meta in iter_fields():
         key = f"{section}.{name}"
@@ -1459,14 +1460,14 @@ def _(ctx):
 
 @case("yaml-is-a-folder", "yaml", YAML, Refused(r"cannot read the file \(Is a directory\)"))
 def _(ctx):
-    from engine.config import load_config
+    from engine.preflight import load_config
 
     return load_config(ctx.dir)
 
 
 @case("yaml-missing", "yaml", YAML, Refused(r"file not found"))
 def _(ctx):
-    from engine.config import load_config
+    from engine.preflight import load_config
 
     return load_config(ctx.dir / "nope.yaml")
 

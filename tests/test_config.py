@@ -7,13 +7,14 @@ import dataclasses
 import pytest
 import yaml
 
-from engine.config import RunConfig, diff_configs, iter_fields, load_config
+from engine.config import RunConfig, diff_configs, iter_fields
 from engine.errors import ConfigError
+from engine.preflight import load_config, validate
 
 
 def test_defaults_valid_and_every_field_has_help():
     cfg = RunConfig()
-    assert cfg.validate() == []
+    assert validate(cfg) == []
     fields = list(iter_fields(cfg))
     assert len(fields) > 30
     for section, name, typ, value, meta in fields:
@@ -66,7 +67,7 @@ def test_invalid_config_reports_all_problems(tmp_path):
 def test_cross_field_checks():
     cfg = RunConfig().with_overrides({"model.quantization": "4bit", "lora.full_finetune": True,
                                       "lora.encoder_lora": True})
-    problems = "\n".join(cfg.validate())
+    problems = "\n".join(validate(cfg))
     assert "lora.full_finetune" in problems
     assert "lora.encoder_lora: only applies to speech models" in problems
 

@@ -10,8 +10,9 @@ import pytest
 import yaml
 
 from engine.cli import main
-from engine.config import MAX_CONFIG_BYTES, MAX_PROMPT_CHARS, RunConfig, iter_fields, load_config
+from engine.config import MAX_CONFIG_BYTES, MAX_PROMPT_CHARS, RunConfig, iter_fields
 from engine.errors import ConfigError
+from engine.preflight import load_config, validate
 from engine.runs import SUMMARY_READ_BYTES, create_run, list_runs
 from ui.context import AppContext
 from ui.tabs.train import TABLE_COLS, runs_table
@@ -26,10 +27,10 @@ def test_every_free_text_field_has_a_cap():
 
 def test_text_over_its_cap_is_refused_naming_the_field():
     at_cap = RunConfig().with_overrides({"data.system_prompt": "x" * MAX_PROMPT_CHARS})
-    assert at_cap.validate() == []
+    assert validate(at_cap) == []
     over = RunConfig().with_overrides({"data.system_prompt": "x" * (MAX_PROMPT_CHARS + 1),
                                        "lora.target_modules": "q_proj," * 1000})
-    assert over.validate() == [
+    assert validate(over) == [
         f"data.system_prompt: must be at most {MAX_PROMPT_CHARS:,} characters, got {MAX_PROMPT_CHARS + 1:,}",
         "lora.target_modules: must be at most 2,000 characters, got 7,000"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import yaml
 
-from engine.config import load_config
-from engine.nemo.availability import is_nemo_model
+from engine.models.availability import is_nemo_model
+from engine.preflight import load_config, validate
 from engine.workspace import ASSETS
 
 RECIPES = sorted((ASSETS / "recipes").glob("*.yaml"))
@@ -27,7 +27,7 @@ def test_recipes_exist():
 @pytest.mark.parametrize("path", [_recipe_param(p) for p in RECIPES], ids=lambda p: p.name)
 def test_recipe_is_valid(path):
     cfg = load_config(path)
-    assert cfg.validate() == []
+    assert validate(cfg) == []
     header = [line for line in path.read_text().splitlines() if line.startswith("#")]
     assert any(f"medtune train assets/recipes/{path.name}" in line for line in header)
 

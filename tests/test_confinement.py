@@ -16,6 +16,7 @@ import pytest
 from engine.config import RunConfig, iter_fields
 from engine.errors import ConfigError, MedtuneError, PathError
 from engine.models.registry import model_ref, resolve_model
+from engine.preflight import check, confined
 from engine.workspace import Workspace
 from ui.app import TABS
 from ui.context import AppContext
@@ -102,7 +103,7 @@ def test_config_path_fields_refuse_every_escape(world, key):
     for how, value in escapes(ws, out).items():
         if path_fields()[key] == "split" and how == "symlink-bare":
             continue  # "link" is a well-formed split name: a file name inside the dataset folder
-        cfg, problems = RunConfig().with_overrides({key: value}).confined(ws)
+        cfg, problems = confined(RunConfig().with_overrides({key: value}), ws)
         assert any(p.startswith(f"{key}: ") for p in problems), (how, value, problems)
         assert "Traceback" not in "\n".join(problems)
         # the Train tab's form ends there too
@@ -112,7 +113,7 @@ def test_config_path_fields_refuse_every_escape(world, key):
         assert any(p.startswith(f"{key}: ") for p in e.value.problems), (how, value, e.value.problems)
 
     def through_config(value):
-        cfg, problems = RunConfig().with_overrides({key: value}).confined(ws)
+        cfg, problems = confined(RunConfig().with_overrides({key: value}), ws)
         raise ConfigError(problems)
     assert_same_words(through_config, out, ws)
 
@@ -147,7 +148,7 @@ def test_a_model_folder_in_the_workspace_is_stored_as_its_resolved_path(world):
 
 
 def test_dataset_and_splits_are_confined_by_check_too(world):
-    """`medtune train` and jobs.launch end in RunConfig.check: data paths are confined there as
+    """`medtune train` and jobs.launch end in preflight.check: data paths are confined there as
     well (only a model folder may lie outside on the command line, README 'Security')."""
     ws, out = world
     for key in ("data.dataset", "data.train_split", "data.eval_split", "data.test_split"):
@@ -155,14 +156,14 @@ def test_dataset_and_splits_are_confined_by_check_too(world):
             if path_fields()[key] == "split" and how == "symlink-bare":
                 continue  # "link" is a well-formed split name; its file is checked when read
             with pytest.raises(ConfigError) as e:
-                RunConfig().with_overrides({key: value}).check(ws)
+                check(RunConfig().with_overrides({key: value}), ws)
             assert any(p.startswith(f"{key}: ") for p in e.value.problems), (key, how)
 
 
 # ---- the model resolver --------------------------------------------------------------------------
 def test_resolve_model_with_a_workspace_confines_and_does_not_probe(world, monkeypatch, tmp_path):
     ws, out = world
-    for how, value in escapes(ws, out).items():
+    for _how, value in escapes(ws, out).items():
         with pytest.raises(PathError, match="outside the workspace"):
             resolve_model(value, ws)
     assert_same_words(lambda v: resolve_model(v, ws), out, ws)
@@ -216,7 +217,7 @@ def test_every_path_box_refuses_every_escape_in_the_same_words(world, tab, box):
     ws, out = world
     ctx = AppContext(workspace=ws)
     fn = PATH_INPUTS[tab][box]
-    for how, value in escapes(ws, out).items():
+    for _how, value in escapes(ws, out).items():
         outcome(lambda v: fn(ctx, v), value, ws)  # refused, or kept inside the workspace
     assert_same_words(lambda v: fn(ctx, v), out, ws)
 

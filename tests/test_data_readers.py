@@ -9,8 +9,8 @@ import pytest
 import soundfile as sf
 
 from engine.audio import load_audio
-from engine.data.readers import read_any, read_audio_folder, read_hub, read_table
-from engine.data.sources import load_source, save_upload
+from engine.data.datasets import load_source, read_any, save_upload
+from engine.data.readers import read_audio_folder, read_hub, read_table
 from engine.errors import DataError, PathError
 
 

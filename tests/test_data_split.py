@@ -9,9 +9,10 @@ from collections import Counter
 import pytest
 import soundfile as sf
 
-from engine.data.datasets import SHIPPED, SHIPPED_DIR, DatasetDir, ensure_shipped, open_dataset, read_terms
-from engine.data.readers import read_table
-from engine.data.shipped import build_shipped
+from engine.data.datasets import open_dataset
+from engine.data.folder import DatasetDir
+from engine.data.readers import read_table, read_terms
+from engine.data.shipped import SHIPPED, SHIPPED_DIR, build_shipped, ensure_shipped
 from engine.data.split import split_examples, term_pattern
 from engine.data.synth import read_sentences
 from engine.errors import DataError
@@ -158,7 +159,7 @@ def test_assets_stay_under_budget():
 
 
 def test_shipped_rebuilds_when_assets_change(workspace, monkeypatch):
-    import engine.data.datasets as dsmod
+    import engine.data.shipped as dsmod
 
     first = ensure_shipped("general-english", workspace)
     clips = {p.name: p.stat().st_ino for p in (first / "audio").glob("*.flac")}

@@ -7,9 +7,9 @@ import json
 import numpy as np
 import soundfile as sf
 
+from engine.data.datasets import load_source, split_and_save
 from engine.data.readers import read_audio_folder, read_table
 from engine.data.schema import LoadResult
-from engine.data.sources import load_source, split_and_save
 from engine.data.synth import parse_voice, synthesize_sentences
 from engine.data.validate import validate
 from engine.tts import Voice

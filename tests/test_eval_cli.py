@@ -18,7 +18,7 @@ ROWS = [{"id": f"p{i}", "prompt": f"Does drug {i} work?", "response": "Yes. It r
 
 
 def _dataset(ws):
-    from engine.data.datasets import write_dataset
+    from engine.data.folder import write_dataset
 
     folder = ws.datasets / "tiny-pqa"
     write_dataset(folder, {"test": ROWS}, name="tiny-pqa", kind="text", seed=0, source="test")

@@ -14,10 +14,11 @@ import torch
 from export_runs import make_run
 
 from engine.eval.compare import answer_both, open_run_pair, transcribe_both
-from engine.eval.job import load_predictions, run as eval_job
+from engine.eval.job import load_predictions
+from engine.eval.job import run as eval_job
 from engine.eval.metrics import wer
 from engine.models.loader import load_model
-from engine.runs import Run
+from engine.runs import JobContext, Run
 
 QUESTION = "What is the first-line treatment for hypertension?"
 
@@ -59,7 +60,7 @@ def test_adapter_toggle_gives_base_and_tuned(text_setup, smollm2_dir):
 
 
 def test_eval_job_writes_complete_predictions(text_setup, tmp_path):
-    from engine.data.datasets import write_dataset
+    from engine.data.folder import write_dataset
 
     ws, run, _ = text_setup
     rows = [{"id": f"q{i}", "prompt": p, "response": "Assessment: hypertension.\nPlan: start a thiazide.",
@@ -67,8 +68,8 @@ def test_eval_job_writes_complete_predictions(text_setup, tmp_path):
     folder = ws.datasets / "tiny-qa"
     write_dataset(folder, {"test": rows}, name="tiny-qa", kind="text", seed=0, source="test")
     seen = []
-    eval_job(run, {"dataset": str(folder), "split": "test", "batch_size": 2, "max_new_tokens": 6},
-             lambda f, m: seen.append(f))
+    eval_job(JobContext(run, {"dataset": str(folder), "split": "test", "batch_size": 2, "max_new_tokens": 6},
+                        lambda f, m: seen.append(f)))
     preds = load_predictions(run.eval_dir)
     assert [p["id"] for p in preds] == ["q0", "q1", "q2"]
     for p in preds:
@@ -85,8 +86,8 @@ def test_eval_job_writes_complete_predictions(text_setup, tmp_path):
 
     # A second evaluation (another split here) keeps the first one's files under history/.
     write_dataset(folder, {"test": rows, "other": rows[:1]}, name="tiny-qa", kind="text", seed=0, source="test")
-    eval_job(run, {"dataset": str(folder), "split": "other", "batch_size": 2, "max_new_tokens": 6},
-             lambda f, m: None)
+    eval_job(JobContext(run, {"dataset": str(folder), "split": "other", "batch_size": 2, "max_new_tokens": 6},
+                        lambda f, m: None))
     assert [p["id"] for p in load_predictions(run.eval_dir)] == ["q0"]
     (old,) = (run.eval_dir / "history").iterdir()
     assert old.name.endswith("-tiny-qa-test")
@@ -96,7 +97,7 @@ def test_eval_job_writes_complete_predictions(text_setup, tmp_path):
 
 def test_speech_toggle_and_eval(whisper_dir, workspace, tmp_path):
     from engine.audio import write_flac
-    from engine.data.datasets import write_dataset
+    from engine.data.folder import write_dataset
     from engine.eval.compare import open_pair
     from engine.eval.job import evaluate_dataset
     from engine.infer import transcribe

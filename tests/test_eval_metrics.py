@@ -7,9 +7,19 @@ import math
 import pytest
 
 from engine.eval.metrics import cer, speech_report, term_recall, utterance_terms, wer, word_diff
-from engine.eval.normalize import int_to_words, normalize
-from engine.eval.text_metrics import (bleu, decision_scores, extract_decision, medical_terms, rouge_l,
-                                      sentence_bleu, sections, structure_score, term_overlap, text_report)
+from engine.eval.text_metrics import (
+    bleu,
+    decision_scores,
+    extract_decision,
+    medical_terms,
+    rouge_l,
+    sections,
+    sentence_bleu,
+    structure_score,
+    term_overlap,
+    text_report,
+)
+from engine.text import int_to_words, normalize
 
 
 @pytest.mark.parametrize("raw,expected", [

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from engine.errors import DataError
 from engine.eval import review
 from engine.eval.job import PREDICTIONS, summarize
 from engine.eval.report import metric_rows, write_report
@@ -57,7 +58,7 @@ def test_reviews_persist_across_restart_and_summary(tmp_path):
     preds = _preds(6)
     _write_eval(ev, preds)
     # record in a separate process, as the UI process would, then read back here ("restart")
-    code = f"""
+    code = """
 import json, sys
 from engine.eval import review
 from engine.eval.job import load_predictions
@@ -88,9 +89,9 @@ review.record(ev, "dr b", preds[0], "tie")
     # re-evaluated outputs make old verdicts stale rather than silently counted
     changed = [dict(p, tuned=p["tuned"] + " v2") if p["id"] == "item-1" else p for p in preds]
     assert review.summary(ev, changed)["stale"] == 1
-    with pytest.raises(Exception):
+    with pytest.raises(DataError, match="verdict must be one of"):
         review.record(ev, "dr a", preds[0], "C")
-    with pytest.raises(Exception):
+    with pytest.raises(DataError, match="reviewer name must be"):
         review.record(ev, "<script>", preds[0], "A")
 
 

@@ -11,8 +11,8 @@ import zipfile
 from pathlib import Path
 
 import pytest
-
 from export_runs import greedy_generate, make_run
+
 from engine.export import verify
 from engine.export.job import ExportOptions, export_run
 

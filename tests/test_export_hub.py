@@ -14,7 +14,6 @@ import sys
 from pathlib import Path
 
 import pytest
-
 from export_runs import make_run, tiny_text_base  # noqa: F401 - fixture
 from hub_standin import StandinHub
 

@@ -8,8 +8,8 @@ import time
 from collections import namedtuple
 
 import pytest
-
 from export_runs import make_run, tiny_llama, tiny_text_base  # noqa: F401 - fixture
+
 from engine.export import checks
 from engine.export.checks import DiskSpaceError, ExportMemoryError
 from engine.export.job import ExportOptions, export_run

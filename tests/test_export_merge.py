@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from export_runs import greedy_generate, make_run, tiny_text_base  # noqa: F401 - fixture
+
 from engine.export import verify
 from engine.export.checks import ExportError
 from engine.export.job import ExportOptions, export_run

@@ -8,8 +8,8 @@ import json
 
 import numpy as np
 import torch
-
 from export_runs import make_run, tiny_text_base  # noqa: F401 - fixture
+
 from engine.export import verify
 from engine.export.job import ExportOptions, export_run
 

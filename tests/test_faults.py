@@ -30,14 +30,13 @@ import time
 from pathlib import Path
 
 import pytest
-
-from engine import jobs
-from engine.runs import Run, list_runs
-from engine.train.failures import DISK_HINTS, OOM_HINT, classify
-from engine.runs import checkpoint_complete
 from export_runs import make_run
 from export_runs import tiny_llama as export_tiny_llama
 from train_tiny import WORDS, qa_dataset, tiny_llama, tiny_text_config, write_dataset  # noqa: F401 - fixtures
+
+from engine import jobs
+from engine.jobs.reasons import DISK_HINTS, OOM_HINT, classify
+from engine.runs import Run, checkpoint_complete, list_runs
 
 TIMEOUT = 300  # generous: CI boxes are shared; the tests assert outcomes, not speed
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -107,7 +107,7 @@ def test_nemo_backend_needs_nemo_or_a_gpu():
 
 
 def test_bad_loader_arguments():
-    from engine.models.loader import load_model, pick_dtype, pick_device, quantization_config
+    from engine.models.loader import load_model, pick_device, pick_dtype, quantization_config
 
     with pytest.raises(ModelError, match="Unknown quantization"):
         load_model("smollm2-135m-instruct", quant="3bit")
@@ -116,7 +116,7 @@ def test_bad_loader_arguments():
     import torch
 
     if not torch.cuda.is_available():
-        assert pick_device("auto").type == "cpu"
+        assert pick_device("auto") == "cpu"
         assert pick_dtype("auto", pick_device("auto")) == torch.float32
         with pytest.raises(ModelError, match="no CUDA GPU"):
             pick_device("cuda")

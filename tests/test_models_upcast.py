@@ -12,7 +12,6 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from train_tiny import tiny_llama  # noqa: F401 - fixture
 
 

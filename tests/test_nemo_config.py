@@ -8,9 +8,11 @@ import json
 import numpy as np
 import pytest
 
-from engine.config import RunConfig, load_config
+from engine.config import RunConfig
 from engine.errors import ConfigError, DataError, MissingDependency, ModelError
-from engine.nemo import availability, manifests, salm_config
+from engine.models import availability
+from engine.nemo import manifests, salm_config
+from engine.preflight import load_config, nemo_problems, validate
 from engine.workspace import ASSETS
 
 RECIPE = ASSETS / "recipes" / "canary-qwen-lora.yaml"
@@ -19,9 +21,9 @@ RECIPE = ASSETS / "recipes" / "canary-qwen-lora.yaml"
 @pytest.mark.extra("nemo")  # the recipe validates only where NeMo is installed
 def test_canary_recipe_validates_with_public_lora():
     cfg = load_config(RECIPE)
-    assert cfg.validate() == []
+    assert validate(cfg) == []
     assert availability.is_nemo_model(cfg.model.name)
-    assert availability.config_problems(cfg) == []
+    assert nemo_problems(cfg) == []
     assert (cfg.lora.r, cfg.lora.alpha, cfg.lora.dropout) == (8, 32.0, 0.1)
     assert (cfg.train.precision, cfg.train.device) == ("bf16", "cuda")
     block = salm_config.lora_block(cfg.lora)
@@ -56,10 +58,10 @@ def test_nemo_specific_config_problems_name_fields():
     cfg.lora.full_finetune = True
     cfg.train.device = "cpu"
     cfg.train.precision = "fp16"
-    probs = availability.config_problems(cfg)
+    probs = nemo_problems(cfg)
     assert [p.split(":")[0] for p in probs] == ["train.device", "model.quantization", "lora.full_finetune",
                                                 "train.precision"]
-    assert availability.config_problems(RunConfig()) == []  # not a NeMo model: nothing to say
+    assert nemo_problems(RunConfig()) == []  # not a NeMo model: nothing to say
 
 
 def test_without_nemo_choosing_a_nemo_model_says_how_to_install(monkeypatch):
@@ -86,14 +88,14 @@ def test_canary_without_cuda_says_it_needs_a_gpu_and_hub_weights(monkeypatch, wo
         availability.require_runnable("nvidia/canary-qwen-2.5b")
     assert "CUDA GPU" in str(err.value) and "huggingface" in str(err.value).lower()
     # the job refuses at once, before touching data or weights, with the same message
-    from engine.nemo import train as nemo_train
-    from engine.runs import Run
+    from engine.runs import JobContext, Run
+    from engine.train import nemo as nemo_train
 
     run = Run(workspace.runs / "canary")
     run.path.mkdir(parents=True)
     run.config_path.write_text(RECIPE.read_text())
     with pytest.raises(ModelError, match="CUDA GPU"):
-        nemo_train.run(run, {}, lambda f, m: None)
+        nemo_train.run(JobContext(run, {}, lambda f, m: None))
     assert not (run.path / "nemo").exists()
 
 

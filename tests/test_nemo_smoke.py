@@ -2,7 +2,7 @@
 
 A tiny SALM is built from config (a 2-layer FastConformer and a 2-layer random Qwen3 with a
 character-level tokenizer, ``pretrained_weights: False``: nothing is downloaded), saved in
-NeMo's format, then trained with LoRA by engine.nemo.train on the shipped dictation set
+NeMo's format, then trained with LoRA by engine.train.nemo on the shipped dictation set
 (first sentences only), resumed, and used to transcribe.
 """
 
@@ -87,11 +87,12 @@ def _cfg(model_dir, data_dir, **train):
     return cfg
 
 
-def test_nemo_lora_smoke_train_stop_resume_transcribe_export(tiny_salm, dictation, ws, monkeypatch):
-    from engine import jobs
-    from engine.nemo import train as nemo_train
+def test_nemo_lora_smoke_train_stop_resume_transcribe_export(tiny_salm, dictation, ws):
+    import threading
+
     from engine.nemo.transcribe import load, transcribe_batch
-    from engine.runs import Run
+    from engine.runs import JobContext, JobStopped, Run
+    from engine.train import nemo as nemo_train
 
     run = Run(ws.runs / "nemo-smoke")
     run.path.mkdir(parents=True)
@@ -99,23 +100,20 @@ def test_nemo_lora_smoke_train_stop_resume_transcribe_export(tiny_salm, dictatio
     run.config_path.write_text(cfg.to_yaml())
 
     # graceful stop at step 5 (what SIGTERM does in the job process): checkpoint, JobStopped
-    monkeypatch.setattr(jobs, "_HANDLES_STOP", False)  # run() sets it; restore for other tests
+    stop = threading.Event()
 
     def stop_at_5(fraction, message):
         if message.startswith("step 5/"):
-            jobs._STOP.set()
+            stop.set()
 
-    try:
-        with pytest.raises(jobs.JobStopped):
-            nemo_train.run(run, {}, stop_at_5)
-    finally:
-        jobs._STOP.clear()
+    with pytest.raises(JobStopped):
+        nemo_train.run(JobContext(run, {}, stop_at_5, should_stop=stop.is_set))
     assert [r["step"] for r in run.metrics() if "loss" in r] == [1, 2, 3, 4, 5]
     assert run.latest_checkpoint().name == "checkpoint-5" and not run.adapter_dir.exists()
 
     # resume: continues from checkpoint-5 in the same metrics file, to the end
     seen = []
-    nemo_train.run(run, {"resume": True}, lambda f, m: seen.append((f, m)))
+    nemo_train.run(JobContext(run, {"resume": True}, lambda f, m: seen.append((f, m))))
     rows = run.metrics()
     train_rows = [r for r in rows if "loss" in r]
     assert [r["step"] for r in train_rows] == list(range(1, 9))
@@ -136,7 +134,7 @@ def test_nemo_lora_smoke_train_stop_resume_transcribe_export(tiny_salm, dictatio
     assert meta["backend"] == "nemo" and meta["steps"] == 8
 
     # transcripts come out of the tuned model (the base + adapter), for a batch of clips
-    from engine.data.datasets import DatasetDir
+    from engine.data.folder import DatasetDir
 
     held_out = DatasetDir(dictation)
     clips = [r["audio"] for r in held_out.load_split("validation") + held_out.load_split("test")][:2]
@@ -149,8 +147,8 @@ def test_nemo_lora_smoke_train_stop_resume_transcribe_export(tiny_salm, dictatio
     from transformers import AutoModelForCausalLM
 
     from engine.nemo.export import export
-    from engine.nemo.transcribe import SalmHandle
     from engine.nemo.model import load_salm
+    from engine.nemo.transcribe import SalmHandle
 
     out = export(run, run.export_dir / "nemo-merged", merged=True)
     assert (out / "salm" / "config.json").is_file() and (out / "salm" / "model.safetensors").is_file()
@@ -166,9 +164,9 @@ def test_nemo_lora_smoke_train_stop_resume_transcribe_export(tiny_salm, dictatio
 
 def test_nemo_job_in_a_child_process_without_eval_split(tiny_salm, dictation, ws):
     """The real job path: jobs.launch -> `python -m engine.jobs RUN --kind train` -> the training
-    job dispatches a NeMo model to engine.nemo.train (grad accumulation, no eval split)."""
+    job dispatches a NeMo model to engine.train.nemo (grad accumulation, no eval split)."""
     from engine import jobs
-    from engine.config import model_kind
+    from engine.preflight import model_kind
 
     assert model_kind(str(tiny_salm)) == "speech"
     cfg = _cfg(tiny_salm, dictation, max_steps=2, batch_size=2, grad_accum=2, save_steps=100)

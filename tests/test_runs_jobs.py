@@ -8,10 +8,10 @@ import signal
 import time
 
 import pytest
+from train_tiny import qa_dataset, tiny_llama, tiny_text_config  # noqa: F401 - fixtures
 
 from engine import jobs
 from engine.runs import get_run, list_runs
-from train_tiny import qa_dataset, tiny_llama, tiny_text_config  # noqa: F401 - fixtures
 
 TIMEOUT = 600  # generous: CI boxes are shared; tests assert outcomes, not speed
 
@@ -150,13 +150,13 @@ def test_failures_have_actionable_reasons(workspace, tiny_llama, qa_dataset):
 
 
 def test_4bit_qlora_run_on_cpu(workspace, tiny_llama, qa_dataset):
-    from engine.runs import create_run
+    from engine.runs import JobContext, create_run
     from engine.train import job
 
     pytest.importorskip("bitsandbytes")
     cfg = tiny_text_config(tiny_llama, qa_dataset, **{"model.quantization": "4bit"})
     run = create_run(workspace, cfg, "qlora")
-    job.run(run, {}, lambda f, m: None)  # in-process: same code the child runs
+    job.run(JobContext(run, {}, lambda f, m: None))  # in-process: same code the child runs
     assert _train_steps(run) == [1, 2, 3, 4, 5, 6]
     import json
 
@@ -166,7 +166,7 @@ def test_4bit_qlora_run_on_cpu(workspace, tiny_llama, qa_dataset):
 
 
 def test_auto_resume_after_kill(workspace, tiny_llama, qa_dataset, monkeypatch):
-    monkeypatch.setattr(jobs, "AUTO_RESUME_BASE_S", 0.5)
+    monkeypatch.setattr(jobs.queue, "AUTO_RESUME_BASE_S", 0.5)
     cfg = tiny_text_config(tiny_llama, qa_dataset, **{"train.max_steps": 120, "train.save_steps": 20,
                                                        "train.eval_steps": 0, "train.auto_resume": 1,
                                                        "eval.eval_at_start": False})
@@ -185,7 +185,7 @@ def test_failure_classification():
     import torch
 
     from engine.errors import DataError, MissingDependency
-    from engine.train.failures import OOM_HINT, classify
+    from engine.jobs.reasons import OOM_HINT, classify
 
     reason, msg, hint = classify(torch.OutOfMemoryError("CUDA out of memory. Tried to allocate 2.00 GiB"))
     assert reason == "out of memory" and hint == OOM_HINT
@@ -225,7 +225,7 @@ def test_job_gets_the_hub_token_or_wandb_key_only_when_its_run_needs_it(tiny_lla
     local = tiny_text_config(tiny_llama, qa_dataset)
     assert jobs.job_environment(local, base) == {"PATH": "/bin"}  # local model, no W&B: no credential
     assert jobs.job_environment(None, base) == {"PATH": "/bin"}  # unreadable config: none either
-    assert not jobs._needs_hub_download("smollm2-135m-instruct")  # embedded: served from a package
+    assert not jobs.queue._needs_hub_download("smollm2-135m-instruct")  # embedded: served from a package
     hub = tiny_text_config(tiny_llama, qa_dataset)
     hub.model.name = "microsoft/phi-2"  # weights come from the Hub: the job may need the token
     assert jobs.job_environment(hub, base) == {"PATH": "/bin", "HF_TOKEN": SECRETS["HF_TOKEN"]}

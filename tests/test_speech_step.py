@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import copy
-import inspect
 
 import pytest
 import torch
@@ -13,12 +12,9 @@ from transformers.modeling_outputs import BaseModelOutput
 
 from engine.config import RunConfig
 from engine.train.model import apply_lora
-from engine.train.speech_step import SpeechTrainer, _absorbed_pays, speed_up_cross_attention
+from engine.train.speech_step import CACHE_ARG, SpeechTrainer, _absorbed_pays, speed_up_cross_attention
 
 D, HEADS, FRAMES = 64, 2, 1500  # with 2 heads the shortcut pays below 32 target tokens
-# transformers 5.24 renamed the cache argument (past_key_values -> cache); pass the current name
-CACHE_ARG = "cache" if "cache" in inspect.signature(WhisperForConditionalGeneration.forward).parameters \
-    else "past_key_values"
 
 
 def _model(**lora) -> torch.nn.Module:

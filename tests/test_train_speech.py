@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 
-from engine.config import RunConfig
-from engine.runs import create_run
 from train_tiny import make_speech_dataset, tiny_whisper  # noqa: F401 - fixture
+
+from engine.config import RunConfig
+from engine.runs import JobContext, create_run
 
 
 def _cfg(model, **over):
@@ -41,7 +42,7 @@ def test_speech_run_with_encoder_cache(workspace, tiny_whisper):
 
     make_speech_dataset(workspace.datasets / "tiny-dict")
     run = create_run(workspace, _cfg(tiny_whisper), "speech")
-    job.run(run, {}, lambda f, m: None)
+    job.run(JobContext(run, {}, lambda f, m: None))
     rows = run.metrics()
     assert [r["step"] for r in rows if "loss" in r] == [1, 2, 3, 4]
     evals = [r for r in rows if "eval_loss" in r]
@@ -55,7 +56,7 @@ def test_speech_run_with_encoder_cache(workspace, tiny_whisper):
     assert "decoder" in str(ac["target_modules"])  # encoder untouched: that is what makes the cache valid
     # a second run reuses the cache instead of re-encoding
     run2 = create_run(workspace, _cfg(tiny_whisper, **{"train.max_steps": 1, "eval.eval_at_start": False}), "again")
-    job.run(run2, {}, lambda f, m: None)
+    job.run(JobContext(run2, {}, lambda f, m: None))
     assert {p: p.stat().st_mtime_ns for p in cache} == mtimes
 
 
@@ -65,7 +66,7 @@ def test_speech_run_with_encoder_lora(workspace, tiny_whisper):
     make_speech_dataset(workspace.datasets / "tiny-dict", n_train=4, n_eval=2)
     run = create_run(workspace, _cfg(tiny_whisper, **{"lora.encoder_lora": True, "train.max_steps": 2,
                                                        "eval.eval_at_start": False}), "enc")
-    job.run(run, {}, lambda f, m: None)
+    job.run(JobContext(run, {}, lambda f, m: None))
     assert not (workspace.root / "cache").exists()
     ac = json.loads((run.adapter_dir / "adapter_config.json").read_text())
     assert "fc1" in ac["target_modules"]

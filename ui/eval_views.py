@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 
-from engine.eval.normalize import normalize
+from engine.text import normalize
 
 STYLE = """<style>
 .mt-diff{line-height:1.9;font-size:1.02em}

@@ -13,10 +13,10 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from engine.config import iter_fields, resolve_ref
-from engine.data.datasets import check_name, open_dataset
-from engine.data.sources import load_source
+from engine.config import iter_fields
+from engine.data.datasets import check_name, load_source, open_dataset
 from engine.models.registry import model_ref
+from engine.preflight import resolve_ref
 from engine.runs import get_run, new_run_id
 from ui.context import AppContext
 from ui.tabs.evaluate import checked_ref
@@ -28,7 +28,7 @@ Resolver = Callable[[AppContext, str], Any]
 
 def _config_field(kind: str) -> Resolver:
     """A Train-tab box for a RunConfig path field: the field's resolver, as config_from_form
-    (RunConfig.confined) runs it."""
+    (engine.preflight.confined) runs it."""
     return lambda ctx, text: resolve_ref(kind, text, ctx.workspace)
 
 

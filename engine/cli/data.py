@@ -10,15 +10,25 @@ import json
 import sys
 from pathlib import Path
 
+from engine.atomic import write_text
 from engine.cli.common import workspace
+from engine.data import phi
+from engine.data.datasets import list_datasets, load_source, split_and_save
+from engine.data.plots import stats_figure
+from engine.data.presets import PRESETS
+from engine.data.readers import read_terms
+from engine.data.shipped import SHIPPED, ensure_shipped
 from engine.data.split import parse_ratios
+from engine.data.stats import compute_stats, summary_markdown
+from engine.data.synth import parse_voice, read_sentences, synthesize_sentences
+from engine.data.validate import load_tokenizer, validate
 from engine.errors import DataError
+from engine.models.loader import model_path
+from engine.progress import tqdm_progress
+from engine.tts import DEFAULT_VOICES
 
 
 def _load(args, ws):
-    from engine.data.sources import load_source
-    from engine.progress import tqdm_progress
-
     return load_source(args.source, ws, preset=args.preset, hub_split=args.hub_split,
                        progress=tqdm_progress("loading"))
 
@@ -38,8 +48,6 @@ def _refuse_bad_rows(res, args, verb: str) -> None:
 
 
 def cmd_list(args) -> int:
-    from engine.data.datasets import list_datasets
-
     for d in list_datasets(workspace(args)):
         state = "shipped" + ("" if d["built"] else ", not built yet") if d["shipped"] else "saved"
         print(f"{d['name']:<24} {d['kind']:<7} {state:<24} {d['description']}")
@@ -47,8 +55,6 @@ def cmd_list(args) -> int:
 
 
 def cmd_presets(args) -> int:
-    from engine.data.presets import PRESETS
-
     for p in PRESETS.values():
         hub = f"  hub: {', '.join(p.hub_ids)}" if p.hub_ids else ""
         print(f"{p.name:<16} {p.kind:<7} {p.description}{hub}")
@@ -56,17 +62,12 @@ def cmd_presets(args) -> int:
 
 
 def cmd_build(args) -> int:
-    from engine.data.datasets import SHIPPED, ensure_shipped
-    from engine.progress import tqdm_progress
-
     for name in args.names or list(SHIPPED):
         print(ensure_shipped(name, workspace(args), tqdm_progress(name)))
     return 0
 
 
 def cmd_inspect(args) -> int:
-    from engine.data.stats import compute_stats, summary_markdown
-
     ws = workspace(args)
     res, terms = _load(args, ws)
     stats = compute_stats(res.examples, res.kind, terms)
@@ -76,8 +77,6 @@ def cmd_inspect(args) -> int:
     for ex in res.examples[: args.rows]:
         print(json.dumps(ex, ensure_ascii=False)[:400])
     if args.html:
-        from engine.data.plots import stats_figure
-
         out = ws.resolve(args.html, allow_assets=False)
         stats_figure(stats).write_html(str(out), include_plotlyjs=True)  # self-contained: works offline
         print(f"plots written to {out}")
@@ -85,12 +84,9 @@ def cmd_inspect(args) -> int:
 
 
 def cmd_validate(args) -> int:
-    from engine.data.validate import load_tokenizer, validate
-    from engine.progress import tqdm_progress
-
     ws = workspace(args)
     res, _ = _load(args, ws)
-    tok = load_tokenizer(args.tokenizer) if args.tokenizer else None
+    tok = load_tokenizer(model_path(args.tokenizer)) if args.tokenizer else None
     rep = validate(res, tokenizer=tok, check_audio=not args.no_audio, progress=tqdm_progress("validating"))
     if args.json:
         print(json.dumps(rep.to_dict(), indent=2))
@@ -104,8 +100,6 @@ def cmd_validate(args) -> int:
 
 
 def cmd_scrub(args) -> int:
-    from engine.data import phi
-
     if args.eval:
         gold = workspace(args).resolve(args.gold, must_exist=True) if args.gold else phi.GOLD_SET
         table = phi.evaluate_phi(gold, split=args.gold_split)
@@ -126,8 +120,6 @@ def cmd_scrub(args) -> int:
     scrubbed, counts = phi.scrub_examples(res.examples)
     print("found: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing"))
     if args.out:
-        from engine.atomic import write_text
-
         out = ws.resolve(args.out, allow_assets=False)
         write_text(out, "".join(json.dumps(ex, ensure_ascii=False) + "\n" for ex in scrubbed))
         print(f"scrubbed examples written to {out}")
@@ -135,9 +127,6 @@ def cmd_scrub(args) -> int:
 
 
 def cmd_split(args) -> int:
-    from engine.data.datasets import read_terms
-    from engine.data.sources import split_and_save
-
     ratios = parse_ratios(args.ratios)  # before the load: a typo in --ratios fails at once
     ws = workspace(args)
     res, terms = _load(args, ws)
@@ -152,10 +141,6 @@ def cmd_split(args) -> int:
 
 
 def cmd_synth(args) -> int:
-    from engine.data.synth import parse_voice, read_sentences, synthesize_sentences
-    from engine.progress import tqdm_progress
-    from engine.tts import DEFAULT_VOICES
-
     ws = workspace(args)
     src = ws.resolve(args.sentences, must_exist=True)
     out = ws.resolve(args.out, allow_assets=False) if args.out else ws.synth / Path(args.sentences).stem

@@ -12,8 +12,16 @@ import json
 import re
 from pathlib import Path
 
+from engine import jobs
 from engine.cli.common import workspace
 from engine.errors import MedtuneError
+from engine.eval.compare import open_pair
+from engine.eval.job import evaluate_dataset, load_predictions
+from engine.eval.job import run as run_job
+from engine.eval.report import write_report
+from engine.eval.review import summary
+from engine.progress import tqdm_progress
+from engine.runs import JobContext, get_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -65,16 +73,10 @@ def print_metrics(m: dict) -> None:
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
-    from engine.eval.job import evaluate_dataset, run as run_job
-    from engine.progress import tqdm_progress
-    from engine.runs import get_run
-
     ws = workspace(args)
     if args.target == "report":
         if not args.extra:
             raise MedtuneError("usage: medtune eval report RUN [--format md|html] [--out FILE]")
-        from engine.eval.report import write_report
-
         run = get_run(ws, args.extra)
         out = ws.resolve(args.out, allow_assets=False) if args.out else run.eval_dir / f"report.{args.format}"
         write_report(run.eval_dir, out, fmt=args.format, title=f"Evaluation of {run.id}")
@@ -87,20 +89,16 @@ def cmd_eval(args: argparse.Namespace) -> int:
               "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}
     if run is not None:
         if args.background:
-            from engine.jobs import submit
-
-            submit(run, "evaluate", params)
+            jobs.submit(run, "evaluate", params)
             print(f"queued evaluation of {run.id}; results in {run.eval_dir}")
             return 0
-        run_job(run, params, tqdm_progress("eval"))
+        run_job(JobContext(run, params, tqdm_progress("eval")))
         out = run.eval_dir
     else:
         if args.background:
             raise MedtuneError("--background needs a run; a base model alone is evaluated in the foreground")
         if not args.dataset:
             raise MedtuneError("--dataset is required when evaluating a model without a run")
-        from engine.eval.compare import open_pair
-
         split = args.split or "test"
         pair = open_pair(args.target)
         out = ws.root / "evals" / _slug(f"{Path(args.target).name}-{Path(args.dataset).name}-{split}")
@@ -114,10 +112,6 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
 
 def cmd_review_summary(args: argparse.Namespace) -> int:
-    from engine.eval.job import load_predictions
-    from engine.eval.review import summary
-    from engine.runs import get_run
-
     run = get_run(workspace(args), args.run)
     s = summary(run.eval_dir, load_predictions(run.eval_dir) or None)
     if args.json:

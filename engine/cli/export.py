@@ -13,8 +13,12 @@ import json
 import os
 import sys
 
+from engine import jobs
 from engine.cli.common import workspace
 from engine.errors import MedtuneError
+from engine.export.hub import push_export
+from engine.progress import tqdm_progress
+from engine.runs import Run, get_run
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,8 +42,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _find_run(args):
-    from engine.runs import Run, get_run
-
     ws = workspace(args)
     if "/" in args.run or os.sep in args.run:
         path = ws.resolve(args.run, must_exist=True, allow_assets=False)
@@ -57,8 +59,7 @@ def _token() -> str:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from engine.export.job import ExportOptions, export_run
-    from engine.progress import tqdm_progress
+    from engine.export.job import ExportOptions, export_run  # noqa: PLC0415 - imports torch (merge, ONNX checks)
 
     run = _find_run(args)
     chosen = args.merged or args.adapter_zip or args.onnx
@@ -71,8 +72,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         if args.push:
             raise MedtuneError("--push cannot run in the background: the token stays in this process.",
                                hint=f"When the job has finished: medtune export {run.id} --push {args.push}")
-        from engine import jobs
-
         jobs.submit(run, "export", opts.to_params())
         print(f"queued export of {run.id}; follow it in {run.path / 'jobs' / 'export.json'}")
         return 0
@@ -80,8 +79,6 @@ def cmd_export(args: argparse.Namespace) -> int:
         manifest = export_run(run.path, opts, tqdm_progress(f"export {run.id}"))
         print(_summary(run.path / "export", manifest))
     if args.push:
-        from engine.export.hub import push_export
-
         record = push_export(run.export_dir, args.push, token=_token(), private=not args.public,
                              what=args.push_what, progress=tqdm_progress("push"))
         print(f"pushed {record['what']} ({len(record['files'])} files) to {record['url']} "

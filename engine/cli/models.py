@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 
-from engine.errors import ModelError
+from engine import infer
+from engine.audio import load_audio
+from engine.errors import DataError, ModelError
+from engine.models.embedded import ensure_embedded, is_ready
+from engine.models.loader import DTYPE_CHOICES, QUANT_CHOICES, load_model
+from engine.models.registry import list_models, resolve_model
+from engine.progress import tqdm_progress
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -39,8 +46,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _load_args(p: argparse.ArgumentParser) -> None:
-    from engine.models.loader import DTYPE_CHOICES, QUANT_CHOICES
-
     p.add_argument("--quant", choices=QUANT_CHOICES, default="none", help="bitsandbytes quantization")
     p.add_argument("--dtype", choices=DTYPE_CHOICES, default="auto")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda")
@@ -49,18 +54,13 @@ def _load_args(p: argparse.ArgumentParser) -> None:
 
 def _quiet_transformers() -> None:
     # Our own tqdm bar says what is happening; transformers' per-step bars are noise here.
-    from transformers.utils import logging
+    from transformers.utils import logging  # noqa: PLC0415 - seconds to import, only for commands that load a model
 
     logging.disable_progress_bar()
     logging.set_verbosity_error()
 
 
 def _list(args: argparse.Namespace) -> int:
-    import json
-
-    from engine.models.embedded import is_ready
-    from engine.models.registry import list_models
-
     specs = list_models()
     if args.json:
         rows = [dict(s.__dict__, cached=is_ready(s.name) if s.embedded else None) for s in specs]
@@ -75,10 +75,6 @@ def _list(args: argparse.Namespace) -> int:
 
 
 def _fetch(args: argparse.Namespace) -> int:
-    from engine.models.embedded import ensure_embedded
-    from engine.models.registry import resolve_model
-    from engine.progress import tqdm_progress
-
     spec = resolve_model(args.name)
     if spec.embedded:
         _quiet_transformers()
@@ -88,7 +84,7 @@ def _fetch(args: argparse.Namespace) -> int:
     if spec.backend == "nemo":
         raise ModelError(f"{spec.name} is fetched by NeMo on a GPU machine, not by `medtune models fetch`.")
     try:
-        from huggingface_hub import snapshot_download
+        from huggingface_hub import snapshot_download  # noqa: PLC0415 - ~0.4 s to import; only a fetch talks to the Hub
 
         print(snapshot_download(spec.source))
     except Exception as e:  # hub errors are many classes; all mean "not fetched"
@@ -100,19 +96,12 @@ def _fetch(args: argparse.Namespace) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from engine.models.loader import load_model
-    from engine.progress import tqdm_progress
-
     _quiet_transformers()
     return load_model(args.name, quant=args.quant, dtype=args.dtype, device=args.device,
                       adapter=args.adapter, progress=tqdm_progress(f"load {args.name}"))
 
 
 def _ask(args: argparse.Namespace) -> int:
-    from engine import infer
-    from engine.errors import DataError
-    from engine.models.registry import resolve_model
-
     if not args.question.strip():
         raise DataError("The question is empty.")
     if resolve_model(args.name).kind != "text":
@@ -129,10 +118,6 @@ def _ask(args: argparse.Namespace) -> int:
 
 
 def _transcribe(args: argparse.Namespace) -> int:
-    from engine import infer
-    from engine.audio import load_audio
-    from engine.models.registry import resolve_model
-
     if resolve_model(args.name).kind != "speech":
         raise ModelError(f"'{args.name}' is a text model; use `medtune ask {args.name} QUESTION`.")
     # Decode every file before loading the model: a typo in the last file fails in a second.

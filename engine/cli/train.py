@@ -10,8 +10,12 @@ import json
 import sys
 import time
 
+from engine import jobs
 from engine.cli.common import workspace
-from engine.config import load_config, parse_overrides
+from engine.config import parse_overrides
+from engine.preflight import load_config
+from engine.progress import tqdm_progress
+from engine.runs import ACTIVE, get_run, list_runs
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -51,8 +55,6 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    from engine import jobs
-
     ws = workspace(args)
     cfg = load_config(args.config)
     if args.set:
@@ -66,18 +68,15 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def _follow(run) -> int:
     """Show progress until the job ends; Ctrl-C detaches (the job keeps running)."""
-    from engine import jobs
-    from engine.progress import tqdm_progress
-
     bar = tqdm_progress(run.id)
     try:
         while True:
             st = run.status()
             bar(st.get("progress"), st.get("message", st.get("label", "")))
-            if st.get("state") not in ("queued", "running"):
+            if st.get("state") not in ACTIVE:
                 break
             if st.get("state") == "queued":
-                jobs.schedule(_ws_of(run))
+                jobs.schedule(run.workspace)
             time.sleep(1.0)
     except KeyboardInterrupt:
         print(f"\ndetached; the job keeps running. Stop it with: medtune runs stop {run.id}", file=sys.stderr)
@@ -85,12 +84,6 @@ def _follow(run) -> int:
     bar(1.0, st.get("label", ""))
     _print_result(run, st)
     return 0 if st.get("state") == "completed" else 1
-
-
-def _ws_of(run):
-    from engine.workspace import Workspace
-
-    return Workspace(run.path.parent.parent)
 
 
 def _print_result(run, st: dict) -> None:
@@ -115,9 +108,6 @@ def _print_result(run, st: dict) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from engine import jobs
-    from engine.runs import list_runs
-
     ws = workspace(args)
     jobs.schedule(ws)  # also notices dead jobs and starts queued ones
     rows = [r.summary() for r in list_runs(ws)]
@@ -136,8 +126,6 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_show(args: argparse.Namespace) -> int:
-    from engine.runs import get_run
-
     run = get_run(workspace(args), args.run_id)
     st = run.status()
     print(json.dumps({k: v for k, v in st.items() if k != "pid_started"}, indent=2))
@@ -147,9 +135,6 @@ def cmd_show(args: argparse.Namespace) -> int:
 
 
 def cmd_stop(args: argparse.Namespace) -> int:
-    from engine import jobs
-    from engine.runs import get_run
-
     run = get_run(workspace(args), args.run_id)
     jobs.stop(run, force=args.force)
     print(f"{run.id}: {'killed' if args.force else 'stop requested (it checkpoints, then stops)'}")
@@ -157,9 +142,6 @@ def cmd_stop(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from engine import jobs
-    from engine.runs import get_run
-
     run = get_run(workspace(args), args.run_id)
     jobs.resume(run)
     print(f"{run.id}: {run.status().get('state')}")
@@ -167,8 +149,6 @@ def cmd_resume(args: argparse.Namespace) -> int:
 
 
 def cmd_logs(args: argparse.Namespace) -> int:
-    from engine.runs import get_run
-
     run = get_run(workspace(args), args.run_id)
     print(run.log_tail(args.n))
     if args.follow:
@@ -181,7 +161,7 @@ def cmd_logs(args: argparse.Namespace) -> int:
                     pos += len(chunk)
                 sys.stdout.write(chunk.decode("utf-8", errors="replace"))
                 sys.stdout.flush()
-            if run.status().get("state") not in ("queued", "running"):
+            if run.status().get("state") not in ACTIVE:
                 return 0
             time.sleep(1.0)
     return 0

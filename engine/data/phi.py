@@ -17,7 +17,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.data.readers import read_text_utf8, split_lines
 from engine.data.schema import surrogate_issue
+from engine.errors import DataError
 
 CATEGORIES = ("NAME", "DATE", "PHONE", "FAX", "EMAIL", "MRN", "SSN", "ADDRESS", "AGE", "URL", "IP")
 
@@ -38,7 +40,7 @@ _NOT_NAMES = {"The", "This", "That", "He", "She", "They", "His", "Her", "Was", "
               "And", "Or", "In", "On", "At", "For", "To", "Of", "A", "An", "Patient", "History", "Plan",
               "Assessment", "Denies", "Reports", "Presents", "Today", "No", "Not", "Name", "Date",
               "Emergency", "Room", "Clinic", "Hospital", "Department", "Unit", "Ward", "Medical", "Record",
-              "Number", "Phone", "Fax", "Email", "Address", "Contact", "Follow", "Up", "Is", "Who",
+              "Number", "Phone", "Fax", "Email", "Address", "Contact", "Follow", "Up", "Who",
               "Dr", "Mr", "Mrs", "Ms", "Miss", "Mx", "Prof", "Nurse", "Sister"}
 
 _PHONE = r"(?:\+?1[\s.-]?)?(?:\(\d{3}\)\s?|\b\d{3}[\s.-])\d{3}[\s.-]\d{4}\b"
@@ -188,9 +190,6 @@ GOLD_SET = Path(__file__).resolve().parents[2] / "assets" / "phi" / "phi_gold.js
 def load_gold(path: str | Path = GOLD_SET, split: str | None = None) -> list[dict]:
     """Gold notes: ``{"id", "split", "text", "spans": [{"start", "end", "label"}]}`` per line
     (``split`` "dev": phrasings the rules were tuned on; "heldout": never tuned on)."""
-    from engine.data.readers import read_text_utf8, split_lines
-    from engine.errors import DataError
-
     rows = []
     for lineno, raw in enumerate(split_lines(read_text_utf8(Path(path))), start=1):
         if not raw.strip():

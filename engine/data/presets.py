@@ -12,7 +12,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
+from engine.atomic import write_bytes
+from engine.audio import resample, to_mono, write_flac
 from engine.data.schema import LABELS, SPEECH, TEXT, speech_example, text_example
+from engine.errors import DataError
 
 
 class RowProblem(Exception):
@@ -167,14 +172,8 @@ def _audio_path(val: Any, col: str, ctx: RowContext) -> str:
             suffix = Path(str(val.get("path") or "x.wav")).suffix or ".wav"
             out = ctx.audio_cache / f"{digest}{suffix}"
             if not out.exists():
-                from engine.atomic import write_bytes
-
                 write_bytes(out, data)
             return str(out)
-        import numpy as np
-
-        from engine.audio import resample, to_mono, write_flac
-
         arr = np.asarray(array, dtype="float32")
         sr = int(val.get("sampling_rate") or 16000)
         digest = hashlib.sha1(arr.tobytes()).hexdigest()[:16]
@@ -231,8 +230,6 @@ def preset_names() -> list[str]:
 
 
 def get_preset(name: str) -> Preset:
-    from engine.errors import DataError
-
     if name not in PRESETS:
         raise DataError(f"unknown preset '{name}'", hint=f"Choose one of: {', '.join(PRESETS)}")
     return PRESETS[name]

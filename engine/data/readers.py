@@ -1,5 +1,5 @@
 """Readers: JSONL, CSV, Parquet, NeMo manifests, a folder of audio + .txt transcripts, and
-Hugging Face hub ids, all normalised through a :mod:`engine.data.presets` mapping.
+Hugging Face hub ids, all normalised through a :mod:`engine.data.presets` mapping; and term lists.
 
 A reader never raises for a bad row: the row becomes an :class:`Issue` naming the file,
 line/row and field. A whole-file problem (unreadable file, a required column missing from
@@ -16,7 +16,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from engine.audio import WHISPER_MAX_SECONDS, audio_info, check_duration
-from engine.data.presets import AUDIO_COLS, Preset, RowContext, RowProblem, detect_preset, get_preset
+from engine.data.presets import AUDIO_COLS, Preset, RowContext, RowProblem, detect_preset, get_preset, preset_for_hub_id
 from engine.data.schema import SPEECH, Issue, LoadResult, surrogate_issue
 from engine.errors import DataError, MissingDependency
 from engine.progress import Progress, report
@@ -181,7 +181,7 @@ def _csv_problem(err: csv.Error) -> str:
 def read_parquet_rows(path: Path) -> tuple[Rows, list[Issue], list[str]]:
     """Rows of a Parquet file, numbered from 1 (``line`` means row here)."""
     try:
-        import pyarrow.parquet as pq
+        import pyarrow.parquet as pq  # noqa: PLC0415 - only Parquet files need it; the CLI imports this module
     except ImportError as e:  # pragma: no cover - pyarrow comes with datasets
         raise MissingDependency("pyarrow", "Reading Parquet") from e
     try:
@@ -362,11 +362,9 @@ def read_hub(hub_id: str, *, preset: str | None = None, split: str = "train", co
     Audio columns are read undecoded (bytes or path) and written into ``audio_cache``, so
     no audio decoding backend beyond soundfile is needed.
     """
-    from engine.data.presets import preset_for_hub_id
-
     chosen = get_preset(preset) if preset else preset_for_hub_id(hub_id)
     try:
-        import datasets
+        import datasets  # noqa: PLC0415 - ~0.5 s to import, only the hub needs it
     except ImportError as e:  # pragma: no cover
         raise MissingDependency("datasets", "Loading hub datasets") from e
     if config is None and chosen is not None and hub_id in chosen.hub_ids:
@@ -392,24 +390,11 @@ def read_hub(hub_id: str, *, preset: str | None = None, split: str = "train", co
                           audio_cache=audio_cache, columns=columns, progress=progress, roots=roots)
 
 
-def read_any(path: str | Path, *, preset: str | None = None, audio_cache: Path | None = None,
-             check_audio: bool = True, progress: Progress | None = None,
-             roots: list[Path] | None = None) -> LoadResult:
-    """A file or folder on disk: a dataset folder (all splits), a table, or an audio folder.
-
-    ``roots`` confines the audio paths rows point at (see :func:`normalise_rows`)."""
-    path = Path(path)
-    if not path.exists():
-        raise DataError("not found", file=str(path))
-    if path.is_dir():
-        if (path / "dataset.json").exists():
-            from engine.data.datasets import DatasetDir
-
-            return DatasetDir(path, roots=roots).load_all()
-        tables = sorted(p for p in path.iterdir() if p.suffix.lower() in TABLE_SUFFIXES)
-        if tables and not any(p.suffix.lower() in AUDIO_SUFFIXES for p in path.iterdir()):
-            raise DataError("a folder of tables: pick one file", file=str(path),
-                            hint="Files here: " + ", ".join(p.name for p in tables[:10]))
-        return read_audio_folder(path, check_audio=check_audio, progress=progress, roots=roots)
-    return read_table(path, preset=preset, audio_cache=audio_cache, check_audio=check_audio,
-                      progress=progress, roots=roots)
+def read_terms(path: Path) -> list[str]:
+    """One term per line; blank lines and ``#`` comments ignored; order kept, no duplicates."""
+    seen: dict[str, None] = {}
+    for line in split_lines(read_text_utf8(path)):
+        t = line.split("#", 1)[0].strip()
+        if t:
+            seen.setdefault(t, None)
+    return list(seen)

@@ -83,10 +83,6 @@ def speech_example(id: str, audio: str, text: Any, duration: float, meta: dict |
             "meta": dict(meta or {})}
 
 
-def kind_of(example: dict) -> str:
-    return SPEECH if "audio" in example else TEXT
-
-
 def example_text(example: dict) -> str:
     """The text shown/searched/scrubbed for an example of either kind."""
     if "audio" in example:

@@ -21,6 +21,7 @@ import heapq
 from collections import Counter
 from typing import Iterable
 
+from engine.text import count_phrase, prepare_terms, words
 
 #: How much a not-yet-heard sentence counts against a term heard once more (1.0 = a term
 #: never heard). Below 1 so that rare terms get several voices before common sentences do.
@@ -35,9 +36,6 @@ def evenly_spaced(rows: list[dict], n: int) -> list[dict]:
 
 
 def _row_terms(row: dict, prepared: list[tuple[str, list[str]]]) -> list[str]:
-    from engine.eval.metrics import count_phrase
-    from engine.eval.normalize import words
-
     w = words(row.get("text") or row.get("response") or "")
     return [orig for orig, tw in prepared if count_phrase(w, tw)]
 
@@ -49,8 +47,6 @@ def term_balanced(rows: list[dict], n: int, terms: Iterable[str]) -> list[dict]:
     large sets)."""
     if not n or n >= len(rows):
         return rows
-    from engine.eval.metrics import prepare_terms
-
     prepared = prepare_terms(terms)
     info = []
     for r in rows:

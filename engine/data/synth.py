@@ -18,6 +18,7 @@ from pathlib import Path
 
 from engine.atomic import write_text
 from engine.audio import audio_info, write_flac
+from engine.data.readers import read_jsonl_rows, read_text_utf8, split_lines
 from engine.data.schema import speech_example
 from engine.errors import DataError
 from engine.progress import Progress, report
@@ -89,8 +90,6 @@ def write_manifest(examples: list[dict], path: Path, base: Path | None = None) -
 
 def read_sentences(path: Path) -> list[dict]:
     """Sentences from a .txt file (one per line) or a .jsonl file with ``text`` (and ``id``)."""
-    from engine.data.readers import read_jsonl_rows
-
     if path.suffix.lower() in (".jsonl", ".json"):
         rows, issues, _ = read_jsonl_rows(path)
         bad = [i for i in issues if i.severity == "error"]
@@ -102,8 +101,6 @@ def read_sentences(path: Path) -> list[dict]:
                 raise DataError("empty or missing", file=str(path), line=line, field="text")
             out.append({"id": str(row.get("id", f"s{line:04d}")), **{k: v for k, v in row.items() if k != "id"}})
         return out
-    from engine.data.readers import read_text_utf8, split_lines
-
     lines = split_lines(read_text_utf8(path))
     return [{"id": f"s{i:04d}", "text": t.strip()} for i, t in enumerate(lines, start=1) if t.strip()]
 

@@ -126,14 +126,9 @@ def _check_audio(examples: list[dict], source: str, progress: Progress | None) -
 
 
 def load_tokenizer(name: str) -> Any:
-    """The tokenizer of a model name (registry/embedded names included), folder or hub id."""
-    try:
-        from engine.models.loader import model_path  # embedded names -> their local folder
-
-        name = model_path(name)
-    except ImportError:  # the models area may be absent in a trimmed install
-        pass
-    from transformers import AutoTokenizer
+    """The tokenizer in a model folder or of a hub id (a registry name: pass it through
+    :func:`engine.models.loader.model_path` first)."""
+    from transformers import AutoTokenizer  # noqa: PLC0415 - seconds to import, needed only with a tokenizer
 
     try:
         return AutoTokenizer.from_pretrained(name)

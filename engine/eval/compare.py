@@ -18,6 +18,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from engine.errors import ModelError
+from engine.eval.metrics import utterance_terms, wer, word_diff
+from engine.infer import answer, stream_answer, transcribe
 from engine.models.loader import LoadedModel, get_cached, load_model
 
 
@@ -95,8 +97,6 @@ def sides(pair: Pair) -> tuple[str, ...]:
 
 def answer_both(pair: Pair, question: str, **gen: Any) -> dict[str, str]:
     """Base and tuned answers to one question (same generation settings for both)."""
-    from engine.infer import answer
-
     out = {}
     for s in sides(pair):
         with pair.side(s) as lm:
@@ -107,8 +107,6 @@ def answer_both(pair: Pair, question: str, **gen: Any) -> dict[str, str]:
 def stream_both(pair: Pair, question: str, **gen: Any) -> Iterator[dict[str, str]]:
     """Yield {"base": text, "tuned": text} as each side's answer grows (base first, then
     tuned: the adapter toggle cannot change in the middle of a generation)."""
-    from engine.infer import stream_answer
-
     out = {s: "" for s in sides(pair)}
     for s in sides(pair):
         with pair.side(s) as lm:
@@ -121,9 +119,6 @@ def stream_both(pair: Pair, question: str, **gen: Any) -> Iterator[dict[str, str
 def transcribe_both(pair: Pair, audio, reference: str | None = None, terms=(), **gen: Any) -> dict:
     """Base and tuned transcripts of one clip and, when a reference is given, each side's
     WER, word diff and term hits/misses."""
-    from engine.eval.metrics import utterance_terms, wer, word_diff
-    from engine.infer import transcribe
-
     out: dict[str, Any] = {"reference": reference}
     for s in sides(pair):
         with pair.side(s) as lm:

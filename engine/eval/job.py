@@ -19,21 +19,22 @@ from pathlib import Path
 from typing import Any
 
 from engine import atomic
+from engine.data.datasets import open_dataset
 from engine.errors import DataError
+from engine.eval.compare import open_run_pair, sides
+from engine.eval.metrics import cer, speech_report, utterance_terms, wer
+from engine.eval.text_metrics import text_item_metrics, text_report
+from engine.infer import generate_batch, transcribe_batch
 from engine.progress import Progress, report
+from engine.runs import JobContext
 
 PREDICTIONS = "predictions.jsonl"
 METRICS = "metrics.json"
 DEFAULT_BATCH = 8
 DEFAULT_MAX_NEW_TOKENS = 128
 
-#: Which metric ranks items and headlines the table, and whether lower is better.
-HEADLINE = {"speech": ("wer", True), "text": ("rouge_l", False), "decision": ("accuracy", False)}
-
 
 def _speech_item(ex: dict, outs: dict[str, str], terms: list[str]) -> dict:
-    from engine.eval.metrics import cer, utterance_terms, wer
-
     ref = ex.get("text", "")
     rec = {"id": ex["id"], "kind": "speech", "input": ex.get("audio"), "reference": ref,
            "group": (ex.get("meta") or {}).get("voice"), "duration": ex.get("duration"), "metrics": {}}
@@ -47,8 +48,6 @@ def _speech_item(ex: dict, outs: dict[str, str], terms: list[str]) -> dict:
 
 
 def _text_item(ex: dict, outs: dict[str, str], terms: list[str] | None) -> dict:
-    from engine.eval.text_metrics import text_item_metrics
-
     ref, label = ex.get("response", ""), (ex.get("meta") or {}).get("label")
     rec = {"id": ex["id"], "kind": "text", "input": ex.get("prompt"), "reference": ref, "label": label,
            "metrics": {}}
@@ -64,9 +63,6 @@ def _text_item(ex: dict, outs: dict[str, str], terms: list[str] | None) -> dict:
 
 def summarize(records: list[dict], terms: list[str] | None = None) -> dict:
     """Corpus metrics for each side of ``records`` and tuned-minus-base deltas."""
-    from engine.eval.metrics import speech_report
-    from engine.eval.text_metrics import text_report
-
     if not records:
         return {"n": 0}
     kind = records[0]["kind"]
@@ -96,9 +92,6 @@ def evaluate(pair, examples: list[dict], out_dir: str | Path, *, kind: str, term
              progress: Progress | None = None) -> dict:
     """Run every example through each side of ``pair`` (see engine.eval.compare), writing
     predictions.jsonl as batches finish and metrics.json at the end; returns the metrics."""
-    from engine.eval.compare import sides
-    from engine.infer import generate_batch, transcribe_batch
-
     if not examples:
         raise DataError("the split is empty: nothing to evaluate")
     if pair.kind != kind:
@@ -192,8 +185,6 @@ def evaluate_dataset(pair, dataset_ref: str, split: str, out_dir: str | Path, wo
                      limit: int | None = None, info: dict | None = None, progress: Progress | None = None,
                      **kw: Any) -> dict:
     """Open ``dataset_ref`` (shipped name or folder), load ``split`` and :func:`evaluate`."""
-    from engine.data.datasets import open_dataset
-
     ds = open_dataset(dataset_ref, workspace)
     if split not in ds.split_names():
         raise DataError(f"dataset '{ds.name}' has no split '{split}'", field="split",
@@ -206,25 +197,21 @@ def evaluate_dataset(pair, dataset_ref: str, split: str, out_dir: str | Path, wo
     return evaluate(pair, examples, out_dir, kind=ds.kind, terms=terms, info=meta, progress=progress, **kw)
 
 
-def run(run, params: dict, progress: Progress) -> None:
+def run(ctx: JobContext) -> None:
     """Job entry point: evaluate a run's base and tuned model on a split into run/eval/.
 
     params: dataset (default: the run's dataset), split (default: the run's test split),
     limit, batch_size, max_new_tokens.
     """
-    from engine.eval.compare import open_run_pair
-    from engine.workspace import Workspace
-
-    cfg = run.config()
-    workspace = Workspace(run.path.parent.parent)
-    report(progress, 0.0, "loading model")
+    run, params, cfg = ctx.run, ctx.params, ctx.run.config()
+    report(ctx.progress, 0.0, "loading model")
     pair = open_run_pair(run)
     evaluate_dataset(
         pair, params.get("dataset") or cfg.data.dataset, params.get("split") or cfg.data.test_split,
-        run.eval_dir, workspace, limit=params.get("limit"),
+        run.eval_dir, ctx.workspace, limit=params.get("limit"),
         batch_size=int(params.get("batch_size") or DEFAULT_BATCH),
         max_new_tokens=int(params.get("max_new_tokens") or cfg.eval.max_new_tokens),
         system=cfg.data.system_prompt or None,
         info={"run": run.id, "model": cfg.model.name, "adapter": str(run.adapter_dir)},
-        progress=progress,
+        progress=ctx.progress,
     )

@@ -1,6 +1,6 @@
 """Speech metrics: WER, CER, medical-term recall, word diffs, per-voice breakdowns.
 
-Every function normalises both sides with :func:`engine.eval.normalize.normalize` first
+Every function normalises both sides with :func:`engine.text.normalize` first
 (case, punctuation, numbers spelled out), so "Metoprolol 25 mg." and "metoprolol twenty
 five mg" score as identical. Corpus figures are micro-averaged (total errors / total
 reference words), the way WER is conventionally reported, not a mean of per-utterance WERs.
@@ -19,9 +19,13 @@ from __future__ import annotations
 from collections import Counter, defaultdict
 from typing import Iterable, Sequence
 
-from engine.eval.normalize import normalize
+import jiwer
+import jiwer.transforms as tr
+import rapidfuzz.distance.Levenshtein as lev
 
-__all__ = ["normalize", "wer", "cer", "error_counts", "term_recall", "utterance_terms",
+from engine.text import count_phrase, normalize, prepare_terms
+
+__all__ = ["wer", "cer", "error_counts", "term_recall", "utterance_terms",
            "word_diff", "most_missed", "speech_report"]
 
 
@@ -40,9 +44,6 @@ def error_counts(refs: str | Sequence[str], hyps: str | Sequence[str], *, unit: 
     """Hits, substitutions, deletions, insertions and the reference length, summed over
     all pairs, on normalised text. ``unit`` is "word" or "char" (characters include the
     single spaces between words)."""
-    import jiwer
-    import jiwer.transforms as tr
-
     r, h = _pairs(refs, hyps)
     reduce = tr.ReduceToListOfListOfWords() if unit == "word" else tr.ReduceToListOfListOfChars()
     if not r:
@@ -68,28 +69,6 @@ def wer(refs: str | Sequence[str], hyps: str | Sequence[str]) -> float:
 def cer(refs: str | Sequence[str], hyps: str | Sequence[str]) -> float:
     """Character error rate over all pairs, after normalisation (spaces count)."""
     return _rate(error_counts(refs, hyps, unit="char"))
-
-
-def count_phrase(words: list[str], term: list[str]) -> int:
-    """How many times the word sequence ``term`` occurs in ``words`` (non-overlapping)."""
-    n, k, i, count = len(words), len(term), 0, 0
-    while k and i + k <= n:
-        if words[i:i + k] == term:
-            count, i = count + 1, i + k
-        else:
-            i += 1
-    return count
-
-
-def prepare_terms(terms: Iterable[str]) -> list[tuple[str, list[str]]]:
-    seen, out = set(), []
-    for t in terms:
-        key = normalize(t)
-        if key and key not in seen:
-            seen.add(key)
-            out.append((t.strip(), key.split(" ")))
-    # Longest first, so "atrial fibrillation" is reported rather than a shorter term inside it.
-    return sorted(out, key=lambda x: -len(x[1]))
 
 
 def utterance_terms(ref: str, hyp: str, terms: Iterable[str]) -> tuple[list[str], list[str]]:
@@ -134,8 +113,6 @@ def word_diff(ref: str, hyp: str) -> list[dict]:
     """Word alignment of the normalised texts for display: a list of operations
     ``{"op": "equal"|"sub"|"ins"|"del", "ref": str, "hyp": str}`` in reading order, one
     per aligned word (``ref`` is "" for an insertion, ``hyp`` "" for a deletion)."""
-    import rapidfuzz.distance.Levenshtein as lev
-
     rw, hw = normalize(ref).split(), normalize(hyp or "").split()
     vocab: dict[str, int] = {}
     ri = [vocab.setdefault(w, len(vocab)) for w in rw]

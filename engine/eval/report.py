@@ -9,6 +9,8 @@ from __future__ import annotations
 import html
 from pathlib import Path
 
+import plotly.graph_objects as go
+
 from engine import atomic
 from engine.eval.job import load_metrics, load_predictions
 from engine.eval.review import summary_markdown
@@ -38,8 +40,6 @@ def metric_rows(m: dict) -> list[dict]:
 
 def metrics_figure(m: dict):
     """Grouped bars: base vs tuned for each 0-1 metric."""
-    import plotly.graph_objects as go
-
     rows = [r for r in metric_rows(m) if r["key"] not in ("length", "unparsed")]
     fig = go.Figure()
     for side, colour in (("base", "#9aa5b1"), ("tuned", "#2a7de1")):
@@ -52,8 +52,6 @@ def metrics_figure(m: dict):
 
 def groups_figure(m: dict):
     """Speech: WER per voice/speaker for each side (None when there are no groups)."""
-    import plotly.graph_objects as go
-
     if "by_group" not in m.get("base", {}):
         return None
     fig = go.Figure()
@@ -68,8 +66,6 @@ def groups_figure(m: dict):
 
 def improvement_figure(preds: list[dict]):
     """Histogram of per-item improvement (positive = tuned better)."""
-    import plotly.graph_objects as go
-
     vals = [p["improvement"] for p in preds if isinstance(p.get("improvement"), (int, float))]
     if not vals:
         return None
@@ -123,7 +119,7 @@ def render_markdown(eval_dir: str | Path, title: str = "Evaluation report") -> s
     body = [head, "## Metrics\n", _table_md(m), "", _most_missed_md(m), "", "## Clinician review\n",
             summary_markdown(eval_dir, preds), "", "## Examples\n", _examples_md(preds),
             "\n_Normalisation for WER/CER/term matching: lower case, punctuation removed, numbers spelled "
-            "out (see engine/eval/normalize.py). Research use only; not medical advice._\n"]
+            "out (see engine/text.py). Research use only; not medical advice._\n"]
     return "\n".join(body)
 
 

@@ -1,6 +1,6 @@
 """Text-answer metrics, implemented here (small, dependency-free, hand-checkable).
 
-Tokens are the words of :func:`engine.eval.normalize.normalize` (lower case, no
+Tokens are the words of :func:`engine.text.normalize` (lower case, no
 punctuation, numbers spelled out) for every metric below.
 
 - ROUGE-L: F1 of the longest common subsequence of tokens (precision LCS/|hyp|, recall
@@ -25,7 +25,7 @@ import re
 from collections import Counter
 from typing import Iterable, Sequence
 
-from engine.eval.normalize import normalize, words
+from engine.text import normalize, words
 
 # ---------------------------------------------------------------------------- ROUGE-L / BLEU
 

@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from engine.eval.report import metric_rows
 from engine.export.source import RunSource
 
 LIMITATIONS = (
@@ -126,8 +127,6 @@ def _eval_table(metrics: Any) -> str:
     elsewhere with unknown metric names is shown as it is rather than dropped."""
     if not isinstance(metrics, dict) or not metrics:
         return "No evaluation recorded for this run (run `medtune evaluate` before exporting to include it)."
-    from engine.eval.report import metric_rows
-
     rows = metric_rows(metrics) if isinstance(metrics.get("base"), dict) else []
     if rows:
         out = ["| metric | base | tuned | change |", "|---|---|---|---|"]

@@ -12,12 +12,11 @@ import shutil
 import struct
 from pathlib import Path
 
+import psutil
+
 from engine.errors import MedtuneError
 
 DTYPE_BYTES = {"float32": 4, "bfloat16": 2, "float16": 2}
-# Bytes per element of the dtypes that appear in safetensors headers.
-_ST_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "I64": 8, "I32": 4, "I16": 2, "I8": 1, "U8": 1,
-             "BOOL": 1, "F8_E4M3": 1, "F8_E5M2": 1}
 #: Headroom kept free on the disk after the export (filesystems misbehave when full).
 DISK_MARGIN_BYTES = 200 * 1024 * 1024
 
@@ -33,7 +32,7 @@ class DiskSpaceError(ExportError):
 
 
 class ExportMemoryError(ExportError):
-    # Not "out of memory" in the text: engine.train.failures would attach the *training* OOM hint.
+    # Not "out of memory" in the text: engine.jobs.reasons would attach the *training* OOM hint.
     kind = "memory"
 
 
@@ -90,10 +89,6 @@ def check_memory(params: int | None, *, dtype: str, onnx: bool, device: str) -> 
     model for the no-peft check; ONNX tracing of a float32 copy roughly doubles that.
     On a GPU the weights live in GPU memory, so only the reload/ONNX copies count here.
     """
-    try:
-        import psutil
-    except ImportError:  # psutil is a dependency; stay usable without it all the same
-        return {"checked": False}
     available = psutil.virtual_memory().available
     if params is None:
         return {"checked": False, "available_bytes": available}

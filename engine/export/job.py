@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import json
 import tempfile
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,8 +31,11 @@ from typing import Any
 from engine import atomic
 from engine.export import card, checks, merge, package
 from engine.export.checks import ExportError, ExportMemoryError
+from engine.export.onnx import export_onnx
 from engine.export.source import RunSource, open_run
+from engine.models.loader import model_path, pick_device
 from engine.progress import Progress, report, scaled
+from engine.runs import JobContext
 
 FORMATS = ("merged", "adapter_zip", "onnx")
 
@@ -71,8 +75,6 @@ class ExportOptions:
 
 def preflight(src: RunSource, opts: ExportOptions, dtype: str, device: str) -> dict:
     """Disk and memory checks before anything heavy happens (raise with a reason and a hint)."""
-    from engine.models.loader import model_path
-
     needs_model = opts.merged or opts.onnx
     params = None
     if needs_model:
@@ -97,7 +99,7 @@ def export_run(run_dir: str | Path, opts: ExportOptions, progress: Progress | No
     export_dir = src.export_dir
     export_dir.mkdir(parents=True, exist_ok=True)
     atomic.sweep_leftovers(export_dir)
-    device = merge.resolve_device(opts.device)
+    device = pick_device(opts.device)
     dtype = merge.resolve_dtype(opts.dtype, device)
     report(progress, 0.0, "Checking disk space and memory")
     resources = preflight(src, opts, dtype, device)
@@ -171,8 +173,6 @@ def _merge_items(src: RunSource, opts: ExportOptions, export_dir: Path, dtype: s
                                              progress=scaled(progress, 0.02, end_merge))
         gc.collect()
         if opts.onnx:
-            from engine.export.onnx import export_onnx
-
             with atomic.atomic_dir(export_dir / "onnx", overwrite=True) as onnx_dir:
                 out["onnx"] = export_onnx(merged_dir, onnx_dir, kind=src.kind,
                                           progress=scaled(progress, end_merge, 0.9))
@@ -188,14 +188,12 @@ def _size(path: Path) -> int:
 
 
 def _read_json(path: Path) -> Any:
-    import json
-
     try:
         return json.loads(path.read_text())
     except (OSError, ValueError):
         return None
 
 
-def run(run, params: dict, progress: Progress) -> None:
+def run(ctx: JobContext) -> None:
     """``engine.jobs`` entry point (kind ``export``): ``params`` are :class:`ExportOptions` fields."""
-    export_run(run.path, ExportOptions.from_params(params), progress)
+    export_run(ctx.run.path, ExportOptions.from_params(ctx.params), ctx.progress)

@@ -17,35 +17,23 @@ from __future__ import annotations
 import gc
 from pathlib import Path
 
-import torch
-
 from engine.export import verify
 from engine.export.checks import ExportError
 from engine.export.source import RunSource
+from engine.models.loader import bf16_supported, load_model, load_pretrained, pick_dtype
 from engine.progress import Progress, report
 
 
-def resolve_device(device: str = "auto") -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def resolve_dtype(dtype: str, device: str) -> str:
-    """``auto``: float32 on a CPU (half-precision matmuls there are slow and lossy), else bf16/fp16."""
+    """``auto``: float32 on a CPU (half-precision matmuls there are slow and lossy), else bf16
+    where supported and fp16 where not (the loader's own ``auto`` falls back to float32)."""
     if dtype != "auto":
         if dtype not in verify.MERGE_TOLERANCE:
             raise ExportError(f"Unknown export dtype '{dtype}'; choose auto, float32, bfloat16 or float16.")
         return dtype
     if device == "cpu":
         return "float32"
-    return "bfloat16" if torch.cuda.is_available() and torch.cuda.is_bf16_supported() else "float16"
-
-
-def _auto_class(kind: str):
-    from transformers import AutoModelForCausalLM, AutoModelForSpeechSeq2Seq
-
-    return AutoModelForSpeechSeq2Seq if kind == "speech" else AutoModelForCausalLM
+    return "bfloat16" if bf16_supported(device) else "float16"
 
 
 def merge_and_save(src: RunSource, out_dir: Path, *, dtype: str, device: str,
@@ -55,8 +43,6 @@ def merge_and_save(src: RunSource, out_dir: Path, *, dtype: str, device: str,
     Raises :class:`ExportError` (nothing useful written) when the merged model disagrees with
     base+adapter beyond :data:`verify.MERGE_TOLERANCE` or changes a greedy output.
     """
-    from engine.models.loader import load_model
-
     report(progress, 0.0, f"Loading {src.model_name} ({dtype}, de-quantized) with the adapter")
     lm = load_model(src.model_name, quant="none", dtype=dtype, device=device, adapter=src.adapter_dir)
     peft_model = lm.model
@@ -84,7 +70,7 @@ def merge_and_save(src: RunSource, out_dir: Path, *, dtype: str, device: str,
     gc.collect()
 
     report(progress, 0.8, "Reloading the saved model with plain transformers (no peft)")
-    reloaded = _auto_class(src.kind).from_pretrained(out_dir, dtype=getattr(torch, dtype)).to(device).eval()
+    reloaded, _ = load_pretrained(src.kind, str(out_dir), device=device, dtype=pick_dtype(dtype, device))
     lora_keys = [k for k in reloaded.state_dict() if "lora_" in k]
     if lora_keys:
         raise ExportError(f"The saved merged model still holds LoRA weights ({lora_keys[0]}, ...).")

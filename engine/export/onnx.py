@@ -25,9 +25,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from transformers import AutoModelForCausalLM, AutoModelForSpeechSeq2Seq, AutoProcessor, AutoTokenizer
 
 from engine.errors import MissingDependency
 from engine.export import verify
+from engine.export.checks import ExportError
 from engine.progress import Progress, report
 
 OPSET = 18
@@ -38,7 +40,7 @@ DECODER_GRAPH = "decoder_model.onnx"
 
 def _ort():
     try:
-        import onnxruntime
+        import onnxruntime  # noqa: PLC0415 - an optional extra, only ONNX export needs it
     except ImportError as e:
         raise MissingDependency("onnxruntime", "ONNX export", "pip install onnx onnxruntime") from e
     return onnxruntime
@@ -118,10 +120,6 @@ def export_onnx(merged_dir: Path, out_dir: Path, *, kind: str, progress: Progres
     Returns the parity record (max |logit diff| vs PyTorch float32 and greedy agreement on the
     fixed inputs); raises :class:`~engine.export.checks.ExportError` when parity fails.
     """
-    from transformers import AutoModelForCausalLM, AutoModelForSpeechSeq2Seq, AutoProcessor, AutoTokenizer
-
-    from engine.export.checks import ExportError
-
     _ort()
     report(progress, 0.0, "Loading the merged model in float32 for ONNX")
     cls = AutoModelForSpeechSeq2Seq if kind == "speech" else AutoModelForCausalLM

@@ -14,6 +14,7 @@ from typing import Any
 from engine.config import read_yaml
 from engine.errors import ConfigError, ModelError
 from engine.export.checks import ExportError
+from engine.models.registry import resolve_model
 
 ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
@@ -72,8 +73,6 @@ def open_run(run_dir: str | Path) -> RunSource:
             f"Run {path.name} has no trained adapter yet ({', '.join('adapter/' + f for f in missing)} missing).",
             hint="Export a run whose training completed; a failed or stopped run can be resumed first.",
         )
-    from engine.models.registry import resolve_model
-
     try:
         spec = resolve_model(name)
     except ModelError as e:

@@ -16,6 +16,8 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import torch
 
+from engine.tts import synthesize
+
 #: Fixed inputs. Medical-flavoured on purpose: that is where a broken merge would show first.
 TEXT_PROMPTS = (
     "What is the first-line treatment for uncomplicated hypertension in adults?",
@@ -188,8 +190,6 @@ def text_eos(tokenizer: Any, model_config: Any = None, generation_config: Any = 
 
 def speech_cases(processor: Any, model_config: Any, generation_config: Any = None) -> list[Case]:
     """The fixed sentences spoken by eSpeak NG (deterministic), as log-mel features."""
-    from engine.tts import synthesize
-
     prefix = whisper_prefix(model_config, generation_config)
     cases = []
     for sentence in SPEECH_SENTENCES:

@@ -27,9 +27,8 @@ import numpy as np
 from engine.errors import ModelError
 
 SUPPORTED_BINARY_VERSION = 6
-# bfloat16 has no numpy dtype: it is read as raw uint16 and widened by the caller if needed.
+# bfloat16 has no numpy dtype: it is read as raw uint16.
 _DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: np.uint16}
-BFLOAT16_ID = 5
 
 
 @dataclass
@@ -37,7 +36,6 @@ class CT2Model:
     spec: str
     revision: int
     variables: dict[str, np.ndarray] = field(default_factory=dict)
-    dtype_ids: dict[str, int] = field(default_factory=dict)
     aliases: dict[str, str] = field(default_factory=dict)
 
     def get(self, name: str) -> np.ndarray:
@@ -95,7 +93,6 @@ def read_ct2(path: str | Path) -> CT2Model:
             if arr.size != expected:
                 raise ModelError(f"{path}: variable '{name}' has {arr.size} values for shape {shape}.")
             model.variables[name] = arr.reshape(shape)
-            model.dtype_ids[name] = dtype_id
         (n_alias,) = _read(f, "I", "alias count")
         for i in range(n_alias):
             alias = _read_str(f, f"alias {i}")

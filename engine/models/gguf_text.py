@@ -23,8 +23,8 @@ from engine.progress import Progress, report
 def convert_gguf(gguf_path: str | Path, out_dir: str | Path, progress: Progress | None = None) -> None:
     """Load ``gguf_path`` (model + tokenizer with its chat template) and save a safetensors
     checkpoint to ``out_dir``."""
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig
+    import torch  # noqa: PLC0415 - seconds to import; the UI imports this module
+    from transformers import AutoModelForCausalLM, AutoTokenizer, GgufConfig  # noqa: PLC0415 - seconds to import; the UI imports this module
 
     gguf_path = Path(gguf_path)
     folder, fname = str(gguf_path.parent), gguf_path.name

@@ -95,7 +95,7 @@ def _safetensors_files(path: str) -> list[Path]:
     if folder.is_dir():
         return sorted(folder.glob("*.safetensors"))
     try:  # a hub id: only what is already in the local cache (no download for this check)
-        from huggingface_hub import try_to_load_from_cache
+        from huggingface_hub import try_to_load_from_cache  # noqa: PLC0415 - ~0.4 s to import, for hub ids only
 
         single = try_to_load_from_cache(path, "model.safetensors")
         if isinstance(single, str):
@@ -133,7 +133,7 @@ def load_dtype(dtype: Any, device_type: str, quantized: bool, path: str) -> Any:
     checkpoint stored in half precision, that stored dtype (then :func:`finish_load` converts
     it lean); else ``dtype`` itself (on a GPU the weights are copied to the card anyway, and
     bitsandbytes quantizes while loading)."""
-    import torch
+    import torch  # noqa: PLC0415 - seconds to import, and the UI imports the loader at start-up
 
     if dtype == torch.float32 and device_type == "cpu" and not quantized:
         half = stored_half_dtype(path)

@@ -116,8 +116,8 @@ def _check_spec(ct2: CT2Model) -> None:
 
 
 def _tokenizer(tokenizer_json: Path):
-    from tokenizers import AddedToken
-    from transformers import WhisperTokenizer
+    from tokenizers import AddedToken  # noqa: PLC0415 - as transformers: only needed to convert
+    from transformers import WhisperTokenizer  # noqa: PLC0415 - seconds to import, only needed to convert
 
     tj = json.loads(tokenizer_json.read_text(encoding="utf-8"))
     specials = [a["content"] for a in tj["added_tokens"] if a.get("special")]
@@ -138,9 +138,14 @@ def _tokenizer(tokenizer_json: Path):
 def convert_whisper_ct2(ct2_dir: str | Path, out_dir: str | Path, progress: Progress | None = None) -> None:
     """Write a transformers Whisper checkpoint + processor converted from ``ct2_dir``
     (holding ``model.bin``, ``config.json``, ``tokenizer.json``) into ``out_dir``."""
-    import torch
-    from transformers import (GenerationConfig, WhisperConfig, WhisperFeatureExtractor,
-                              WhisperForConditionalGeneration, WhisperProcessor)
+    import torch  # noqa: PLC0415 - seconds to import; the UI imports this module
+    from transformers import (  # noqa: PLC0415 - seconds to import; the UI imports this module
+        GenerationConfig,
+        WhisperConfig,
+        WhisperFeatureExtractor,
+        WhisperForConditionalGeneration,
+        WhisperProcessor,
+    )
 
     ct2_dir, out_dir = Path(ct2_dir), Path(out_dir)
     report(progress, 0.05, "reading CTranslate2 weights")

@@ -1,4 +1,5 @@
-"""The NeMo backend: NVIDIA speechlm2 SALM models (Canary-Qwen-2.5B) behind the same run folder.
+"""NVIDIA speechlm2 SALM models (Canary-Qwen-2.5B): load, transcribe, export; their training
+backend is engine.train.nemo, behind the same run folder.
 
 NeMo is an optional extra (``pip install -e '.[nemo]'``). Nothing here imports NeMo at module
 level, so the workbench works without it and says how to install it when a NeMo model is

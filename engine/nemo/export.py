@@ -14,21 +14,21 @@ belongs to NeMo 1.x ModelPT models such as ASR, not to speechlm2.)
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 from typing import Any
 
+from peft import PeftModel
+
 from engine.atomic import atomic_dir, write_json
 from engine.errors import ModelError
+from engine.nemo.model import LLM_BACKBONE_DIR, load_salm, save_pretrained
+from engine.nemo.transcribe import MEDTUNE_FILE, load_adapter
 
 
 def export(run: Any, out_dir: str | Path, *, merged: bool = True, device: str = "cpu") -> Path:
     """Write the export for ``run`` (which must have a trained NeMo adapter) into ``out_dir``."""
-    import json
-
-    from engine.nemo.model import LLM_BACKBONE_DIR, load_salm, save_pretrained
-    from engine.nemo.transcribe import MEDTUNE_FILE, load_adapter
-
     adapter = Path(run.adapter_dir)
     if not (adapter / MEDTUNE_FILE).is_file():
         raise ModelError(f"run {run.path.name} has no trained adapter yet ({adapter})",
@@ -44,7 +44,7 @@ def export(run: Any, out_dir: str | Path, *, merged: bool = True, device: str = 
         if merged:
             merge_lora(model)
             save_pretrained(model, tmp / "salm")
-            from nemo.collections.speechlm2.parts.pretrained import move_embedding
+            from nemo.collections.speechlm2.parts.pretrained import move_embedding  # noqa: PLC0415 - optional extra, ~20 s to import
 
             with move_embedding(model):  # SALM keeps the token embedding outside its LLM
                 model.llm.save_pretrained(tmp / "llm")
@@ -63,9 +63,8 @@ def export(run: Any, out_dir: str | Path, *, merged: bool = True, device: str = 
 def merge_lora(model) -> None:
     """Fold the LLM's LoRA into its weights and drop the ``lora`` block from the cfg, so the
     saved folder loads as a plain SALM."""
-    from nemo.collections.speechlm2.parts.pretrained import move_embedding
-    from omegaconf import open_dict
-    from peft import PeftModel
+    from nemo.collections.speechlm2.parts.pretrained import move_embedding  # noqa: PLC0415 - optional extra, ~20 s to import
+    from omegaconf import open_dict  # noqa: PLC0415 - optional extra (comes with NeMo)
 
     if isinstance(model.llm, PeftModel):
         with move_embedding(model):
@@ -74,4 +73,3 @@ def merge_lora(model) -> None:
         model.cfg.pop("lora", None)
         model.cfg.prevent_freeze_params = [p for p in model.cfg.get("prevent_freeze_params", [])
                                            if p != r"^.+\.lora_.+$"]
-

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any, Iterable
 
 from engine.atomic import write_text
+from engine.audio import audio_info
 from engine.errors import DataError
 
 #: NeMo's audio placeholder token (what Canary-Qwen-2.5B was trained with).
@@ -35,8 +36,6 @@ def manifest_lines(rows: Iterable[dict], *, source: str = "<rows>") -> list[dict
         if not isinstance(text, str) or not text.strip():
             raise DataError("empty transcript", file=source, line=i, field="text")
         if dur is None:
-            from engine.audio import audio_info
-
             dur = audio_info(audio)["duration"]
         try:
             dur = float(dur)

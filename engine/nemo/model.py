@@ -13,8 +13,12 @@ import io
 import os
 from pathlib import Path
 
+import torch
+from peft import PeftModel
+
 from engine.errors import ModelError
-from engine.nemo.availability import is_local_salm, require_nemo
+from engine.models.availability import is_local_salm, require_nemo
+from engine.models.loader import offline, pick_device, pick_dtype
 
 #: Inside a saved SALM folder: the LLM's own config (NeMo's hf_hub loader looks here so the
 #: folder loads offline, without fetching ``pretrained_llm`` from the Hub).
@@ -33,54 +37,40 @@ def import_salm():
     """``nemo.collections.speechlm2.models.SALM`` (MissingDependency when NeMo is absent)."""
     require_nemo("The NeMo SALM backend")
     _quiet_env()
-    from nemo.collections.speechlm2.models import SALM
+    from nemo.collections.speechlm2.models import SALM  # noqa: PLC0415 - optional extra, ~20 s to import
 
     return SALM
 
 
-def pick_device(device: str = "auto") -> str:
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return device
-
-
 def _inner_llm(model):
     """The plain HF causal LM inside ``model.llm`` (unwrapping peft)."""
-    from peft import PeftModel
-
     return model.llm.base_model.model if isinstance(model.llm, PeftModel) else model.llm
 
 
 def load_salm(name_or_dir: str, *, device: str = "auto", dtype: str = "auto"):
-    """Load a SALM (hub id or local folder) onto ``device``; ModelError when it cannot."""
-    import torch
-
+    """Load a SALM (hub id or local folder) onto ``device``, in ``dtype`` (auto: bf16 on a GPU
+    that has it, as Canary-Qwen is trained, else float32); ModelError when it cannot."""
+    dev = pick_device(device)
+    want = pick_dtype(dtype, dev)
     SALM = import_salm()
     local = is_local_salm(name_or_dir)
     try:
         model = SALM.from_pretrained(str(Path(name_or_dir).expanduser()) if local else name_or_dir,
-                                     local_files_only=bool(os.environ.get("HF_HUB_OFFLINE")) or local)
+                                     local_files_only=offline() or local)
     except (OSError, RuntimeError, ValueError) as e:
         raise ModelError(f"cannot load the NeMo model {name_or_dir}: {e}",
                          hint="A hub model needs network access to huggingface.co (or a filled HF cache); "
                               "a local folder must hold config.json + model.safetensors from "
                               "SALM.save_pretrained.") from e
-    dev = pick_device(device)
-    want = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}.get(dtype)
-    if want is None:  # auto: bf16 on a GPU that has it (Canary-Qwen is trained in bf16), else fp32
-        want = torch.bfloat16 if dev == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
     return model.to(device=dev, dtype=want)
 
 
 def apply_lora(model, lora: dict) -> None:
     """Install our LoRA on the LLM. A LoRA the checkpoint already carries (Canary-Qwen ships
     one) is merged into the LLM weights first, so training starts from the released model."""
-    from nemo.collections.speechlm2.parts.lora import maybe_install_lora
-    from nemo.collections.speechlm2.parts.pretrained import move_embedding
-    from omegaconf import open_dict
-    from peft import PeftModel
+    from nemo.collections.speechlm2.parts.lora import maybe_install_lora  # noqa: PLC0415 - optional extra, ~20 s to import
+    from nemo.collections.speechlm2.parts.pretrained import move_embedding  # noqa: PLC0415 - optional extra, ~20 s to import
+    from omegaconf import open_dict  # noqa: PLC0415 - optional extra (comes with NeMo)
 
     if isinstance(model.llm, PeftModel):
         with move_embedding(model):
@@ -95,7 +85,7 @@ def apply_lora(model, lora: dict) -> None:
 def set_trainable(model) -> int:
     """Apply the cfg's freeze/prevent-freeze regexes now (NeMo does it lazily in
     configure_optimizers); returns the number of trainable parameters."""
-    from nemo.collections.speechlm2.parts.optim_setup import freeze_and_subset
+    from nemo.collections.speechlm2.parts.optim_setup import freeze_and_subset  # noqa: PLC0415 - optional extra, ~20 s to import
 
     with contextlib.redirect_stdout(io.StringIO()):
         params = list(freeze_and_subset(model.named_parameters(), model.cfg.get("freeze_params", []),
@@ -122,8 +112,6 @@ def create_from_config(salm_cfg: dict, out_dir: str | Path, *, seed: int = 0) ->
     """Build a SALM from config (``pretrained_weights: False``: random init, no downloads) and
     save it as a loadable folder. The saved weights fix the "base model" for training,
     resuming and evaluation, which random init alone would not."""
-    import torch
-
     SALM = import_salm()
     torch.manual_seed(seed)
     model = SALM(dict(salm_cfg))

@@ -13,11 +13,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
+from safetensors.torch import load_file
 
+from engine.audio import load_audio
 from engine.errors import ModelError
+from engine.models.availability import require_runnable
 from engine.nemo.manifests import DEFAULT_PROMPT
+from engine.nemo.model import apply_lora, load_salm
 
-#: What an adapter folder holds besides peft's files (see engine.nemo.train).
+#: What an adapter folder holds besides peft's files (see engine.train.nemo).
 TRAINABLE_FILE = "trainable.safetensors"
 MEDTUNE_FILE = "medtune.json"
 
@@ -38,10 +43,6 @@ class SalmHandle:
 
 def load_adapter(model, adapter_dir: str | Path) -> dict:
     """Put a trained adapter folder onto a loaded base SALM (LoRA + projection weights)."""
-    from safetensors.torch import load_file
-
-    from engine.nemo.model import apply_lora
-
     adapter_dir = Path(adapter_dir)
     meta_file = adapter_dir / MEDTUNE_FILE
     if not (adapter_dir / TRAINABLE_FILE).is_file() or not meta_file.is_file():
@@ -62,9 +63,6 @@ def load_adapter(model, adapter_dir: str | Path) -> dict:
 def load(name_or_dir: str, adapter: str | Path | None = None, *, device: str = "auto",
          dtype: str = "auto") -> SalmHandle:
     """Load a SALM (and optionally a trained adapter) for transcription."""
-    from engine.nemo.availability import require_runnable
-    from engine.nemo.model import load_salm
-
     require_runnable(name_or_dir, device)
     model = load_salm(name_or_dir, device=device, dtype=dtype)
     prompt = DEFAULT_PROMPT
@@ -76,10 +74,6 @@ def load(name_or_dir: str, adapter: str | Path | None = None, *, device: str = "
 
 
 def _audio_batch(audios: list, device) -> tuple[Any, Any]:
-    import torch
-
-    from engine.audio import load_audio
-
     waves = [a.astype(np.float32) if isinstance(a, np.ndarray) else load_audio(a) for a in audios]
     lens = torch.tensor([len(w) for w in waves], dtype=torch.long)
     batch = torch.zeros(len(waves), int(lens.max()), dtype=torch.float32)
@@ -90,8 +84,6 @@ def _audio_batch(audios: list, device) -> tuple[Any, Any]:
 
 def generate_texts(model, audios: list, *, prompt: str = DEFAULT_PROMPT, max_new_tokens: int = 128) -> list[str]:
     """Greedy transcripts for one batch of audio (paths or float32 16 kHz arrays)."""
-    import torch
-
     if not audios:
         return []
     audio, lens = _audio_batch(audios, model.device)

@@ -11,6 +11,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors.torch import load_file
+from transformers.modeling_outputs import BaseModelOutput
+
+from engine.audio import load_audio
 
 IGNORE = -100
 
@@ -63,13 +67,9 @@ class SpeechCollator:
             "labels": _pad([f["labels"] for f in feats], IGNORE),
         }
         if feats[0].get("cache"):
-            from transformers.modeling_outputs import BaseModelOutput
-
             hidden = torch.stack([load_cached(f["cache"]) for f in feats]).float()
             batch["encoder_outputs"] = BaseModelOutput(last_hidden_state=hidden)
         else:
-            from engine.audio import load_audio
-
             audio = [load_audio(f["audio"]) for f in feats]
             batch["input_features"] = self.fe(audio, sampling_rate=16000, return_tensors="pt").input_features
         self.counter.samples += len(feats)
@@ -78,6 +78,4 @@ class SpeechCollator:
 
 
 def load_cached(path: str | Path) -> torch.Tensor:
-    from safetensors.torch import load_file
-
     return load_file(str(path))["h"]

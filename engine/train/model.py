@@ -1,46 +1,32 @@
 """Load a base model for training and put LoRA (or QLoRA) on it.
 
-Training needs control the inference loader does not give: k-bit preparation, gradient
-checkpointing, trainable-parameter selection. So this module resolves the weights folder
-through ``engine.models.loader.model_path`` (embedded models are converted once there) and
-calls ``from_pretrained`` itself.
+Device, dtype, quantization and the ``from_pretrained`` call are the inference loader's
+(``engine.models.loader``); what training adds is its own: CUDA-only settings reported as
+such, mixed-precision flags, no generation cache, k-bit preparation, gradient checkpointing,
+trainable-parameter selection.
 """
 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 from typing import Any
 
 import torch
+from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
 
 from engine.config import RunConfig
-from engine.errors import MissingDependency, ModelError
+from engine.errors import CudaRequired
+from engine.models import loader
 from engine.progress import Progress
-from engine.train.failures import CudaRequired
 
 #: Output heads never get LoRA (they are tied to the embedding in most models).
 _HEADS = {"lm_head", "proj_out", "embed_out", "output", "score", "classifier"}
 
 
-def resolve_path(name: str, progress: Progress | None = None) -> str:
-    """A local folder or hub id that from_pretrained can open."""
-    try:
-        from engine.models.loader import model_path
-    except ImportError:  # the models area not installed in this tree: local folders still work
-        p = Path(name).expanduser()
-        return str(p) if p.is_dir() else name
-    return model_path(name, progress=progress)
-
-
 def pick_device(cfg: RunConfig) -> str:
-    want = cfg.train.device
-    if want == "cuda" and not torch.cuda.is_available():
-        raise CudaRequired("train.device is cuda but no CUDA GPU is available on this machine.",
-                           hint="Set train.device: auto (or cpu).")
-    if want == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    return want
+    return loader.pick_device(cfg.train.device, CudaRequired(
+        "train.device is cuda but no CUDA GPU is available on this machine.",
+        hint="Set train.device: auto (or cpu)."))
 
 
 def precision_flags(cfg: RunConfig, device: str) -> dict[str, bool]:
@@ -50,67 +36,15 @@ def precision_flags(cfg: RunConfig, device: str) -> dict[str, bool]:
         raise CudaRequired(f"train.precision {p} needs a CUDA GPU; this run is on the CPU.",
                            hint="Set train.precision: auto or fp32 to train on the CPU.")
     if p == "auto":
-        p = "bf16" if device == "cuda" and torch.cuda.is_bf16_supported() else "fp32"
+        p = "bf16" if loader.bf16_supported(device) else "fp32"
     return {"bf16": p == "bf16", "fp16": p == "fp16"}
-
-
-def _torch_dtype(cfg: RunConfig, device: str) -> torch.dtype:
-    d = cfg.model.dtype
-    if d == "auto":
-        return torch.bfloat16 if device == "cuda" and torch.cuda.is_bf16_supported() else torch.float32
-    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[d]
-
-
-def quant_config(cfg: RunConfig, device: str, dtype: torch.dtype):
-    q = cfg.model.quantization
-    if q == "none":
-        return None
-    try:
-        import bitsandbytes  # noqa: F401
-    except ImportError:
-        raise MissingDependency("bitsandbytes", f"{q} quantization") from None
-    from transformers import BitsAndBytesConfig
-
-    if q == "8bit":
-        return BitsAndBytesConfig(load_in_8bit=True)
-    compute = dtype if dtype != torch.float32 or device == "cuda" else torch.float32
-    return BitsAndBytesConfig(load_in_4bit=True, bnb_4bit_quant_type="nf4", bnb_4bit_use_double_quant=True,
-                              bnb_4bit_compute_dtype=compute)
 
 
 def load_base(cfg: RunConfig, kind: str, device: str, progress: Progress | None = None) -> tuple[Any, Any, str]:
     """(model, tokenizer-or-processor, path) with the quantization and dtype asked for."""
-    path = resolve_path(cfg.model.name, progress)
-    dtype = _torch_dtype(cfg, device)
-    qc = quant_config(cfg, device, dtype)
-    from engine.models.upcast import finish_load, load_dtype
-
-    loaded_as = load_dtype(dtype, device, qc is not None, path)
-    kwargs: dict[str, Any] = {"dtype": loaded_as}
-    if qc is not None:
-        kwargs["quantization_config"] = qc
-        kwargs["device_map"] = {"": 0 if device == "cuda" else "cpu"}
-    try:
-        if kind == "speech":
-            from transformers import WhisperForConditionalGeneration, WhisperProcessor
-
-            model = WhisperForConditionalGeneration.from_pretrained(path, **kwargs)
-            proc = WhisperProcessor.from_pretrained(path)
-        else:
-            from transformers import AutoModelForCausalLM, AutoTokenizer
-
-            model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-            proc = AutoTokenizer.from_pretrained(path)
-            if proc.pad_token_id is None:
-                proc.pad_token = proc.eos_token
-    except OSError as err:
-        raise ModelError(f"Cannot load model '{cfg.model.name}' from {path}: {str(err).splitlines()[0]}",
-                         hint="Check the name (`medtune models list`), or download the model into the "
-                              "workspace and give its folder.") from None
-    if qc is None:
-        finish_load(model, dtype, loaded_as)
-        if device == "cuda":
-            model.to("cuda")
+    path = loader.model_path(cfg.model.name, progress)
+    model, proc = loader.load_pretrained(kind, path, device=device, dtype=loader.pick_dtype(cfg.model.dtype, device),
+                                         quant=cfg.model.quantization, name=cfg.model.name)
     model.config.use_cache = False  # caching is for generation; it only costs memory in training
     return model, proc, path
 
@@ -150,8 +84,6 @@ def apply_lora(cfg: RunConfig, model: torch.nn.Module, kind: str) -> torch.nn.Mo
         if gc:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         return model
-    from peft import LoraConfig, get_peft_model, prepare_model_for_kbit_training
-
     if cfg.model.quantization != "none":
         model = prepare_model_for_kbit_training(model, use_gradient_checkpointing=gc,
                                                 gradient_checkpointing_kwargs={"use_reentrant": False})

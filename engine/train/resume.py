@@ -6,23 +6,21 @@ step sequence stays strictly increasing), and keep counting elapsed time across 
 
 Checkpoint folders are written in place (``checkpoints/checkpoint-N/``, ``trainer_state.json``
 last), so a save cut off by a kill or a full disk leaves a folder without a readable
-``trainer_state.json`` (or a truncated one). Such folders are removed, with a line in job.log,
-when a run resumes, and by the failing job itself after a disk-full error
-(``engine.train.failures.make_room``): they are no resume point, they hold the very bytes a
-full disk needs back, and the Trainer's ``save_total_limit`` rotation would count them,
-deleting a good checkpoint in their place.
+``trainer_state.json`` (or a truncated one). Such folders are removed, with a line in job.log
+(``Run.remove_incomplete_checkpoints``), when a run resumes, and by the failing job itself
+after a disk-full error (engine.jobs.runtime): they are no resume point, they hold the very
+bytes a full disk needs back, and the Trainer's ``save_total_limit`` rotation would count
+them, deleting a good checkpoint in their place.
 """
 
 from __future__ import annotations
 
-import re
-import shutil
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from engine.runs import Run, checkpoint_complete
+from engine.runs import Run
 
 
 class Clock:
@@ -53,23 +51,9 @@ class ResumePoint:
         return Clock(self.elapsed_s, self.start_step)
 
 
-def remove_incomplete_checkpoints(run: Run, log: Callable[[str], None]) -> list[str]:
-    """Delete checkpoint-N folders whose save never finished; returns their names."""
-    removed = []
-    if not run.checkpoints_dir.is_dir():
-        return removed
-    for p in sorted(run.checkpoints_dir.glob("checkpoint-*")):
-        if p.is_dir() and re.fullmatch(r"checkpoint-\d+", p.name) and not checkpoint_complete(p):
-            shutil.rmtree(p, ignore_errors=True)
-            removed.append(p.name)
-            log(f"removed incomplete checkpoint folder checkpoints/{p.name} (its save was cut off: "
-                f"no complete trainer_state.json); it is not a resume point")
-    return removed
-
-
 def resume_point(run: Run, resume: bool, log: Callable[[str], None]) -> ResumePoint:
     if resume:
-        remove_incomplete_checkpoints(run, log)
+        run.remove_incomplete_checkpoints(log)
     ckpt = run.latest_checkpoint() if resume else None
     if resume and ckpt is None:
         log("no complete checkpoint yet: starting from the beginning")

@@ -15,12 +15,17 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from datasets import Dataset
+from safetensors.torch import save_file
 from transformers import TrainerCallback
+from transformers.modeling_outputs import BaseModelOutput
 
+from engine.audio import WHISPER_MAX_SECONDS, audio_info, load_audio
 from engine.errors import DataError
+from engine.eval.metrics import term_recall, wer  # the Evaluate tab's definitions
 from engine.progress import Progress, report
-from engine.train.collators import IGNORE  # one definition: what the collators pad labels with
-
+from engine.train.collators import IGNORE, load_cached  # one definition: what the collators pad labels with
+from engine.train.speech_step import CACHE_ARG
 
 
 def prompt_ids(processor: Any, model: Any) -> list[int]:
@@ -64,10 +69,6 @@ def _clip_key(audio: str) -> str:
 def build_encoder_cache(model: Any, processor: Any, audios: list[str], cache_dir: Path,
                         progress: Progress | None = None, batch_size: int = 8) -> dict[str, str]:
     """Encoder outputs for every clip (computed once, reused by later runs); {audio: file}."""
-    from safetensors.torch import save_file
-
-    from engine.audio import load_audio
-
     cache_dir.mkdir(parents=True, exist_ok=True)
     out = {a: str(cache_dir / f"{_clip_key(a)}.safetensors") for a in audios}
     todo = [a for a in dict.fromkeys(audios) if not Path(out[a]).exists()]
@@ -97,10 +98,6 @@ def build_encoder_cache(model: Any, processor: Any, audios: list[str], cache_dir
 
 def build_speech_dataset(processor: Any, prefix: list[int], rows: list[dict], max_length: int,
                          cache: dict[str, str] | None, source: str):
-    from datasets import Dataset
-
-    from engine.audio import WHISPER_MAX_SECONDS, audio_info
-
     items, too_long = [], []
     for i, ex in enumerate(rows, start=1):
         if not isinstance(ex.get("text"), str) or not ex["text"].strip():
@@ -131,10 +128,6 @@ def build_speech_dataset(processor: Any, prefix: list[int], rows: list[dict], ma
 def greedy_transcribe(model: Any, processor: Any, prefix: list[int], items: list[dict], max_new_tokens: int,
                       batch_size: int = 16) -> list[str]:
     """Greedy decoding from cached encoder outputs (or audio), the same for base and tuned."""
-    from transformers.modeling_outputs import BaseModelOutput
-
-    from engine.train.collators import load_cached
-
     eos = processor.tokenizer.eos_token_id
     device = next(model.parameters()).device
     texts: list[str] = []
@@ -143,8 +136,6 @@ def greedy_transcribe(model: Any, processor: Any, prefix: list[int], items: list
         if chunk[0].get("cache"):
             hidden = torch.stack([load_cached(it["cache"]) for it in chunk]).float().to(device)
         else:
-            from engine.audio import load_audio
-
             feats = processor.feature_extractor([load_audio(it["audio"]) for it in chunk], sampling_rate=16000,
                                                 return_tensors="pt").input_features.to(device)
             hidden = model.get_encoder()(feats).last_hidden_state
@@ -153,7 +144,7 @@ def greedy_transcribe(model: Any, processor: Any, prefix: list[int], items: list
         done = torch.zeros(len(chunk), dtype=torch.bool, device=device)
         past, step_in = None, ids
         for _ in range(max_new_tokens):
-            out = model(encoder_outputs=enc, decoder_input_ids=step_in, past_key_values=past, use_cache=True)
+            out = model(encoder_outputs=enc, decoder_input_ids=step_in, use_cache=True, **{CACHE_ARG: past})
             past = out.past_key_values
             nxt = out.logits[:, -1].argmax(-1)
             nxt = torch.where(done, torch.full_like(nxt, eos), nxt)
@@ -168,27 +159,7 @@ def greedy_transcribe(model: Any, processor: Any, prefix: list[int], items: list
 
 def wer_and_recall(refs: list[str], hyps: list[str], terms: list[str]) -> tuple[float, float | None]:
     """Corpus WER on normalised text, and the share of reference medical terms recovered."""
-    import jiwer
-
-    try:  # the evaluation area's official definitions (same normaliser as the Evaluate tab)
-        from engine.eval.metrics import term_recall, wer
-    except ImportError:  # that area not installed: a minimal local equivalent
-        pass
-    else:
-        return float(wer(refs, hyps)), term_recall(refs, hyps, terms)[0]
-    from engine.eval.normalize import normalize
-
-    r = [normalize(x) or "<empty>" for x in refs]
-    h = [normalize(x) for x in hyps]
-    w = jiwer.wer(r, h)
-    hits = total = 0
-    nterms = [normalize(t) for t in terms if normalize(t)]
-    for ref, hyp in zip(r, h):
-        for t in nterms:
-            if f" {t} " in f" {ref} ":
-                total += 1
-                hits += f" {t} " in f" {hyp} "
-    return float(w), (hits / total if total else None)
+    return float(wer(refs, hyps)), term_recall(refs, hyps, terms)[0]
 
 
 class SpeechEvalCallback(TrainerCallback):

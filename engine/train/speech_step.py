@@ -20,15 +20,15 @@ rounding (tests/test_speech_step.py compares losses and gradients with the stock
 
 from __future__ import annotations
 
+import inspect
 import types
 from typing import Any
 
 import torch
 import torch.nn.functional as F
-from transformers import Trainer
+from transformers import Trainer, WhisperForConditionalGeneration
 
 from engine.train.collators import IGNORE  # one definition: what the collators pad labels with
-
 
 
 def _plain(m: Any) -> bool:
@@ -80,6 +80,9 @@ def _absorbed_pays(tgt: int, dim: int, heads: int) -> bool:
 # The name under which the decoder layer hands a cross-attention its KV cache: transformers
 # <= 5.23 says past_key_values, 5.24 renamed it to cache (the old name kept as a deprecated alias).
 _CACHE_KWARGS = ("cache", "past_key_values", "past_key_value")
+#: The keyword the installed Whisper forward takes its KV cache under (the alias goes in 5.40).
+CACHE_ARG = "cache" if "cache" in inspect.signature(WhisperForConditionalGeneration.forward).parameters \
+    else "past_key_values"
 
 
 def _cross_attention_forward(self, hidden_states, key_value_states=None, *args, attention_mask=None,

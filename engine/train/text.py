@@ -10,7 +10,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from datasets import Dataset
+
 from engine.errors import DataError
+from engine.runs import LOG
 from engine.train.collators import IGNORE  # one definition: what the collators pad labels with
 
 #: Used when a tokenizer has no chat template (base models such as Llama-2-7b-hf, phi-2).
@@ -63,8 +66,6 @@ def _common_prefix(a: list[int], b: list[int]) -> int:
 
 def build_text_dataset(tokenizer: Any, rows: list[dict], max_length: int, system: str, source: str):
     """A datasets.Dataset of encoded rows; DataError (file + row) for unusable rows."""
-    from datasets import Dataset
-
     enc, skipped = [], 0
     for i, ex in enumerate(rows, start=1):
         for key in ("prompt", "response"):
@@ -79,5 +80,5 @@ def build_text_dataset(tokenizer: Any, rows: list[dict], max_length: int, system
         raise DataError(f"no usable examples: all {len(rows)} prompts are longer than train.max_length "
                         f"({max_length} tokens)", file=source, hint="Raise train.max_length.")
     if skipped:
-        print(f"[medtune] skipped {skipped} example(s) of {source} whose prompt fills max_length", flush=True)
+        LOG.info(f"skipped {skipped} example(s) of {source} whose prompt fills max_length")
     return Dataset.from_list(enc)

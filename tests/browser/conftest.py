@@ -26,7 +26,6 @@ from pathlib import Path
 from urllib.parse import urlparse
 
 import pytest
-
 from appserver import ARTIFACTS, running_app
 
 CHROMIUM = os.environ.get("MEDTUNE_CHROMIUM", "/usr/bin/chromium")

@@ -7,7 +7,6 @@ import re
 import zipfile
 
 import pytest
-
 from export_runs import make_run, tiny_llama
 
 pytestmark = pytest.mark.browser

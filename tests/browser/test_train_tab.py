@@ -7,9 +7,8 @@ import re
 import shutil
 
 import pytest
-
-from train_tiny import qa_rows, tiny_llama, write_dataset  # noqa: F401 - fixture
 from pagekit import fill, points, wait_points_above
+from train_tiny import qa_rows, tiny_llama, write_dataset  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.browser
 

@@ -17,10 +17,9 @@ import time
 from urllib.parse import urlparse
 
 import pytest
-
 from appserver import running_app
-from train_tiny import qa_rows, tiny_llama, write_dataset  # noqa: F401 - fixture
 from pagekit import fill, points, wait_points_above
+from train_tiny import qa_rows, tiny_llama, write_dataset  # noqa: F401 - fixture
 
 pytestmark = pytest.mark.browser
 

@@ -12,7 +12,12 @@ from typing import Any
 
 import gradio as gr
 
+from engine.data.datasets import list_datasets, open_dataset
+from engine.data.readers import read_terms
+from engine.data.shipped import SHIPPED_DIR
 from engine.errors import DataError
+from engine.eval.compare import open_pair as open_model_pair
+from engine.eval.compare import open_run_pair, sides, stream_both, transcribe_both
 from engine.models.registry import model_ref
 from engine.runs import config_head, get_run, list_runs
 from ui.components import banner, gradio_progress, status_errors
@@ -35,26 +40,20 @@ def run_choices(ctx: AppContext) -> list[tuple[str, str]]:
 
 
 def dataset_choices(ctx: AppContext) -> list[str]:
-    from engine.data.datasets import list_datasets
-
     return [d["name"] for d in list_datasets(ctx.workspace)]
 
 
 def default_terms() -> list[str]:
     """The shipped dictation term list: used to mark terms when no dataset row is loaded."""
-    from engine.data.datasets import SHIPPED_DIR, read_terms
-
     path = SHIPPED_DIR / "med-dictation" / "terms.txt"
     return read_terms(path) if path.is_file() else []
 
 
 def open_pair(ctx: AppContext, run_id: str, base_model: str, progress=None):
     """The comparison pair for the picked run (adapter attached) or base model, cached."""
-    from engine.eval.compare import open_pair as _open, open_run_pair
-
     if run_id and run_id != BASE_ONLY:
         return open_run_pair(get_run(ctx.workspace, run_id), cached=True, progress=progress)
-    return _open(model_ref(base_model, ctx.workspace), cached=True, progress=progress)
+    return open_model_pair(model_ref(base_model, ctx.workspace), cached=True, progress=progress)
 
 
 def build(ctx: AppContext) -> None:
@@ -109,8 +108,6 @@ def build(ctx: AppContext) -> None:
 
     @status_errors(5)
     def _use_row(ds_ref, split_name, idx, progress=gr.Progress()):
-        from engine.data.datasets import open_dataset
-
         ds = open_dataset(ds_ref, ctx.workspace, gradio_progress(progress))
         rows = ds.load_split(split_name)
         i = int(idx or 0)
@@ -126,8 +123,6 @@ def build(ctx: AppContext) -> None:
 
     @status_errors(3)
     def _compare(run_id, model, q, clip, ref, terms, mnt, temp, tp, progress=gr.Progress()):
-        from engine.eval.compare import sides, stream_both, transcribe_both
-
         with ctx.model_lock:  # the adapter toggle is model-wide: one comparison at a time
             pair = open_pair(ctx, run_id, model, gradio_progress(progress))
             names = sides(pair)

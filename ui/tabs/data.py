@@ -12,10 +12,16 @@ import math
 import gradio as gr
 import pandas as pd
 
-from engine.data.datasets import SHIPPED, list_datasets
+from engine.data import phi
+from engine.data.datasets import list_datasets, load_source, save_upload, split_and_save
+from engine.data.plots import audio_figure, stats_figure
 from engine.data.presets import preset_names
-from engine.data.schema import SPEECH, example_text
+from engine.data.schema import SPEECH, LoadResult, example_text
+from engine.data.shipped import SHIPPED
 from engine.data.split import parse_ratios
+from engine.data.stats import compute_stats, summary_markdown
+from engine.data.validate import load_tokenizer, validate
+from engine.models.loader import model_path
 from engine.models.registry import model_ref
 from ui.components import banner, gradio_progress, status_errors
 from ui.context import AppContext
@@ -69,12 +75,6 @@ def _table(state: dict, query: str, split: str, label: str, page: float) -> tupl
 
 
 def build(ctx: AppContext) -> None:
-    from engine.data import phi
-    from engine.data.plots import audio_figure, stats_figure
-    from engine.data.sources import load_source, save_upload, split_and_save
-    from engine.data.stats import compute_stats, summary_markdown
-    from engine.data.validate import validate
-
     # The loaded rows live in ctx.sessions (bounded, freed when the page closes); this state
     # holds only which source the session loaded, so a released session can say so.
     state = gr.State({})
@@ -262,16 +262,13 @@ def build(ctx: AppContext) -> None:
 
     @status_errors(2)
     def on_validate(marker, tok_name, skip_audio, request: gr.Request, progress=gr.Progress()):
-        from engine.data.schema import LoadResult
-
         st = held(marker, request)
         if not st.get("examples") and not st.get("issues"):
             raise gr.Error("Load a dataset first.")
         tok = None
         if tok_name and tok_name.strip():
-            from engine.data.validate import load_tokenizer  # the same loader the CLI uses
-
-            tok = load_tokenizer(model_ref(tok_name, ctx.workspace))  # a folder must be in the workspace
+            # the CLI's loader; a folder must be in the workspace, an embedded name is its cached folder
+            tok = load_tokenizer(model_path(model_ref(tok_name, ctx.workspace)))
         res = LoadResult(st["kind"], st["examples"], list(st["issues"]), st["source"], [], st["rows"])
         rep = validate(res, tokenizer=tok, check_audio=not skip_audio, progress=gradio_progress(progress))
         kind = "ok" if rep.ok else "error"
@@ -310,8 +307,6 @@ def build(ctx: AppContext) -> None:
 
     @status_errors(3)
     def on_save(marker, name, ratios_v, seed_v, strat, over, request: gr.Request):
-        from engine.data.schema import LoadResult
-
         st = held(marker, request)
         if not st.get("examples"):
             raise gr.Error("Load a dataset first.")

@@ -10,8 +10,14 @@ import html
 
 import gradio as gr
 
-from engine.config import resolve_ref
 from engine.errors import DataError, MedtuneError
+from engine.eval.job import load_metrics, load_predictions
+from engine.eval.metrics import word_diff
+from engine.eval.report import groups_figure, metric_rows, metrics_figure, write_report
+from engine.eval.review import blind_item, next_item, record, summary_markdown
+from engine.jobs import submit as submit_job
+from engine.preflight import resolve_ref
+from engine.runs import get_run, list_runs
 from ui.components import banner, status_errors
 from ui.context import AppContext
 from ui.eval_views import LEGEND, speech_side, text_side
@@ -22,14 +28,10 @@ METRIC_HEADERS = ["run", "metric", "base", "tuned", "delta"]
 
 
 def eval_runs(ctx: AppContext) -> list[str]:
-    from engine.runs import list_runs
-
     return [r.id for r in list_runs(ctx.workspace)]
 
 
 def _run(ctx, run_id):
-    from engine.runs import get_run
-
     if not run_id:
         raise DataError("Pick a run first.", field="run")
     return get_run(ctx.workspace, run_id)
@@ -50,10 +52,11 @@ def _first(run_ids) -> str | None:
     return run_ids[0] if run_ids else None
 
 
-def metrics_table(ctx: AppContext, run_ids) -> list[list]:
-    from engine.eval.job import load_metrics
-    from engine.eval.report import metric_rows
+def _rounded(v) -> float | None:
+    return None if v is None else round(float(v), 4)
 
+
+def metrics_table(ctx: AppContext, run_ids) -> list[list]:
     rows = []
     for rid in ([run_ids] if isinstance(run_ids, str) else run_ids or []):
         m = load_metrics(_run(ctx, rid).eval_dir)
@@ -61,8 +64,7 @@ def metrics_table(ctx: AppContext, run_ids) -> list[list]:
             rows.append([rid, "(not evaluated yet)", None, None, None])
             continue
         for r in metric_rows(m):
-            f = (lambda v: None if v is None else round(float(v), 4))
-            rows.append([rid, r["metric"], f(r["base"]), f(r["tuned"]), f(r["delta"])])
+            rows.append([rid, r["metric"], _rounded(r["base"]), _rounded(r["tuned"]), _rounded(r["delta"])])
     return rows
 
 
@@ -87,8 +89,6 @@ def sample_rows(preds: list[dict], sort: str, term: str) -> list[list]:
 
 def detail_views(p: dict) -> tuple[str | None, str, str]:
     """(audio path, base HTML, tuned HTML) for one prediction record."""
-    from engine.eval.metrics import word_diff
-
     if p.get("kind") == "speech":
         out = []
         for side, title in (("base", "Base"), ("tuned", "Tuned")):
@@ -104,14 +104,10 @@ def detail_views(p: dict) -> tuple[str | None, str, str]:
 
 
 def review_summary_md(eval_dir, preds) -> str:
-    from engine.eval.review import summary_markdown
-
     return summary_markdown(eval_dir, preds, escape=html.escape)
 
 
 def build(ctx: AppContext) -> None:
-    from engine.eval.job import load_metrics, load_predictions
-
     preds_state = gr.State([])
     item_state = gr.State(None)   # id of the item under review (never which side is which)
     with gr.Row():
@@ -168,8 +164,6 @@ def build(ctx: AppContext) -> None:
 
     @status_errors(8)
     def _show(run_ids, sort_by, term_text):
-        from engine.eval.report import groups_figure, metrics_figure, write_report
-
         rid = _first(run_ids)
         r = _run(ctx, rid)
         m = load_metrics(r.eval_dir)
@@ -204,8 +198,6 @@ def build(ctx: AppContext) -> None:
 
     @status_errors(1)
     def _start(run_ids, dataset, split_name, lim):
-        from engine.jobs import submit as submit_job
-
         r = _run(ctx, _first(run_ids))
         dataset, split_name = (dataset or "").strip(), (split_name or "test").strip()
         # the boxes go through the resolvers of data.dataset / data.test_split at once, so a path
@@ -238,8 +230,6 @@ def build(ctx: AppContext) -> None:
 
     @status_errors(6)
     def _next(run_ids, name, preds):
-        from engine.eval.review import blind_item, next_item
-
         r = _run(ctx, _first(run_ids))
         preds = preds or load_predictions(r.eval_dir)
         p = next_item(r.eval_dir, name, preds)
@@ -257,8 +247,6 @@ def build(ctx: AppContext) -> None:
 
     @status_errors(5)
     def _submit(run_ids, name, item_id, v, flags, note, preds):
-        from engine.eval.review import record
-
         r = _run(ctx, _first(run_ids))
         if not item_id:
             raise DataError("Press 'Next item' first.")

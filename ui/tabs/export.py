@@ -12,7 +12,11 @@ from typing import Any
 
 import gradio as gr
 
+from engine import jobs
 from engine.errors import MedtuneError
+from engine.export.hub import push_export
+from engine.export.results import read_export
+from engine.runs import ACTIVE, get_run, list_runs
 from ui.components import banner, error_banner, gradio_progress, status_errors
 from ui.context import AppContext
 
@@ -25,8 +29,6 @@ POLL_SECONDS = 1.5
 
 def exportable_runs(ctx: AppContext) -> list[tuple[str, str]]:
     """(label, run id) for runs with a saved adapter, newest first."""
-    from engine.runs import list_runs
-
     out = []
     for run in list_runs(ctx.workspace):
         if (run.adapter_dir / "adapter_config.json").is_file():
@@ -36,8 +38,6 @@ def exportable_runs(ctx: AppContext) -> list[tuple[str, str]]:
 
 
 def _run(ctx: AppContext, run_id: str | None):
-    from engine.runs import get_run
-
     if not run_id:
         raise MedtuneError("Pick a run first (only runs with a trained adapter are listed).")
     return get_run(ctx.workspace, run_id)
@@ -48,7 +48,7 @@ def job_banner(st: dict[str, Any]) -> str:
     state = st.get("state")
     if not state:
         return banner("No export yet for this run.")
-    if state in ("queued", "running"):
+    if state in ACTIVE:
         pct = f" {100 * float(st.get('progress') or 0):.0f}%" if state == "running" else ""
         return banner(f"Export {state}{pct}: {st.get('message', '')}".rstrip(": "))
     if state == "completed":
@@ -104,8 +104,7 @@ def build(ctx: AppContext) -> None:
 
     @status_errors(1)
     def on_start(run_id, chosen, dt):
-        from engine import jobs
-        from engine.export.job import ExportOptions
+        from engine.export.job import ExportOptions  # noqa: PLC0415 - imports torch (merge, ONNX checks)
 
         run = _run(ctx, run_id)
         chosen = list(chosen or [])
@@ -121,9 +120,6 @@ def build(ctx: AppContext) -> None:
         if not run_id:
             return banner("Pick a run."), gr.skip(), gr.skip(), gr.skip(), last
         try:
-            from engine import jobs
-            from engine.export.results import read_export
-
             run = _run(ctx, run_id)
             st = run.status("export")
             if st.get("state") == "queued":
@@ -146,8 +142,6 @@ def build(ctx: AppContext) -> None:
     def on_push(run_id, repo_id, is_private, what_value, tok, progress=gr.Progress()):
         # The token is dropped from the page first thing: whatever happens below, it is not shown again.
         try:
-            from engine.export.hub import push_export
-
             run = _run(ctx, run_id)
             rec = push_export(run.export_dir, repo_id, token=tok or None, private=bool(is_private),
                               what=what_value, progress=gradio_progress(progress))

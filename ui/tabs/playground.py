@@ -16,7 +16,8 @@ import gradio as gr
 
 from engine.audio import audio_info, check_duration, load_audio
 from engine.errors import DataError, ModelError
-from engine.models.loader import DTYPE_CHOICES, QUANT_CHOICES
+from engine.infer import stream_answer, transcribe
+from engine.models.loader import DTYPE_CHOICES, QUANT_CHOICES, get_cached
 from engine.models.registry import ModelSpec, list_models, model_ref, resolve_model
 from ui.components import banner, error_banner, error_text, gradio_progress, status_errors
 from ui.context import AppContext
@@ -67,8 +68,6 @@ def describe(spec: ModelSpec) -> str:
 
 def _load(ctx: AppContext, name: str, quant: str, dtype: str, progress: Any):
     """The cached loaded model for these settings (loads, with progress, when not cached)."""
-    from engine.models.loader import get_cached
-
     return get_cached(name, quant=quant, dtype=dtype, progress=gradio_progress(progress))
 
 
@@ -78,8 +77,8 @@ def _stop_when(event: threading.Event) -> list:
     Stop (or a closed tab) abandons the streaming handler; without this the background
     generate thread would keep the CPU busy until max_new_tokens.
     """
-    import torch
-    from transformers import StoppingCriteria
+    import torch  # noqa: PLC0415 - seconds to import, and only a text answer needs them
+    from transformers import StoppingCriteria  # noqa: PLC0415 - seconds to import, and only a text answer needs them
 
     class _Cancelled(StoppingCriteria):
         def __call__(self, input_ids, scores, **kwargs):
@@ -169,8 +168,6 @@ def build(ctx: AppContext) -> None:
                              hint="Pick a text model such as smollm2-135m-instruct.")
         if not (question_v or "").strip():
             raise ModelError("Type a question first.")
-        from engine.infer import stream_answer
-
         cancelled = threading.Event()
         with ctx.model_lock:
             lm = _load(ctx, name, quant_v, dtype_v, progress)
@@ -208,8 +205,6 @@ def build(ctx: AppContext) -> None:
             raise _renamed(err, source, shown) from err
         if samples.size == 0:
             raise DataError("the clip holds no samples", file=shown)
-        from engine.infer import transcribe
-
         t0 = time.monotonic()
         with ctx.model_lock:
             lm = _load(ctx, name, quant_v, dtype_v, progress)

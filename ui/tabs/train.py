@@ -13,9 +13,15 @@ import shlex
 from typing import Any
 
 import gradio as gr
+import plotly.graph_objects as go
+from plotly.colors import qualitative
 
 from engine import jobs
-from engine.config import RunConfig, diff_configs, iter_fields, load_config
+from engine.config import RunConfig, diff_configs, iter_fields
+from engine.data.datasets import list_datasets
+from engine.errors import ConfigError
+from engine.models.registry import list_models
+from engine.preflight import confined, load_config
 from engine.runs import Run, get_run, list_runs
 from engine.workspace import ASSETS
 from ui.components import banner, error_banner, ui_errors
@@ -33,18 +39,11 @@ def recipe_choices() -> list[str]:
 
 
 def _model_choices() -> list[str]:
-    try:
-        from engine.models.registry import list_models
-
-        return [s.name for s in list_models()]
-    except ImportError:
-        return []
+    return [s.name for s in list_models()]
 
 
 def _dataset_choices(ctx: AppContext) -> list[str]:
     try:
-        from engine.data.datasets import list_datasets
-
         return [d["name"] for d in list_datasets(ctx.workspace)]
     except Exception:  # noqa: BLE001 - a broken dataset folder must not break the form
         return []
@@ -74,15 +73,13 @@ def _form_values(cfg: RunConfig) -> list[Any]:
 
 def config_from_form(ctx: AppContext, values: list[Any]) -> RunConfig:
     """RunConfig from the widget values; ConfigError lists every bad field."""
-    from engine.errors import ConfigError
-
     raw: dict[str, dict[str, Any]] = {}
     for (section, name, typ, _, _), v in zip(iter_fields(), values):
         if v is None and typ in (int, float):
             continue  # an emptied number box: keep the default rather than invent one
         raw.setdefault(section, {})[name] = v
     cfg, problems = RunConfig.parse(raw)
-    cfg, more = cfg.confined(ctx.workspace)  # every path field inside the workspace, the model's too
+    cfg, more = confined(cfg, ctx.workspace)  # every path field inside the workspace, the model's too
     problems += more
     if problems:
         raise ConfigError(problems)
@@ -116,9 +113,6 @@ def runs_table(ctx: AppContext) -> list[list[Any]]:
 
 def loss_figure(runs: list[Run]):
     """Train loss, eval loss and (speech) WER against step; one colour per run."""
-    import plotly.graph_objects as go
-    from plotly.colors import qualitative
-
     fig = go.Figure()
     any_wer = False
     for i, run in enumerate(runs):

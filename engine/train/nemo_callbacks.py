@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable
 
+import torch
 from lightning.pytorch import Callback
 
 from engine import atomic
@@ -71,8 +72,6 @@ class RunFolderCallback(Callback):
         return round(step / self.steps_per_epoch, 4)
 
     def on_before_optimizer_step(self, trainer, pl_module, optimizer) -> None:
-        import torch
-
         grads = [p.grad.detach().float().norm() for p in pl_module.parameters() if p.grad is not None]
         self._grad_norm = float(torch.stack(grads).norm()) if grads else None
 

@@ -1,29 +1,40 @@
-"""The NeMo training job: LoRA on a SALM's LLM, driven through NeMo's Python API.
+"""The NeMo training backend: LoRA on a SALM's LLM, driven through NeMo's Python API.
 
-Same contract as ``engine.train.job:run`` (config.yaml in, status/metrics/checkpoints/adapter
-out, graceful stop, resume from the newest complete checkpoint). The pieces are NeMo's own:
-``SALM`` (loaded with ``from_pretrained``), its ``DataModule`` + ``SALMDataset`` reading a
-Lhotse ``lhotse_as_conversation`` input_cfg over NeMo manifests we write from the workbench
-dataset, and a Lightning ``Trainer``. Not examples/speechlm2/salm_train.py: it pins a CUDA
-device at import and wants torchrun.
+Chosen by engine.train.job for NeMo models: config.yaml in, metrics/checkpoints/adapter out,
+graceful stop, resume from the newest complete checkpoint. The pieces are NeMo's own: ``SALM``
+(loaded with ``from_pretrained``), its ``DataModule`` + ``SALMDataset`` reading a Lhotse
+``lhotse_as_conversation`` input_cfg over NeMo manifests we write from the workbench dataset,
+and a Lightning ``Trainer``. Not examples/speechlm2/salm_train.py: it pins a CUDA device at
+import and wants torchrun.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from pathlib import Path
 from typing import Any
 
-from engine import jobs
+import torch
+from safetensors.torch import save_file
+
 from engine.atomic import atomic_dir, write_json
+from engine.data.datasets import open_dataset
 from engine.errors import DataError
-from engine.progress import Progress, scaled
-from engine.workspace import Workspace
+from engine.models.availability import is_nemo_model, require_runnable
+from engine.models.loader import bf16_supported, pick_device
+from engine.nemo import manifests
+from engine.nemo import model as salm_model
+from engine.nemo.salm_config import training_cfg
+from engine.nemo.transcribe import MEDTUNE_FILE, TRAINABLE_FILE, generate_texts
+from engine.progress import scaled
+from engine.runs import JobContext, JobStopped
+from engine.train.resume import resume_point
+from engine.train.speech import wer_and_recall
 
 
-def _log(msg: str) -> None:
-    print(f"[medtune] {time.strftime('%H:%M:%S')} {msg}", flush=True)
+def handles(model_name: str) -> bool:
+    """NeMo models (Canary-Qwen, a local SALM folder) train here (engine.train.job's protocol)."""
+    return is_nemo_model(model_name)
 
 
 def plan_steps(n_train: int, train: Any) -> tuple[int, int]:
@@ -36,18 +47,10 @@ def plan_steps(n_train: int, train: Any) -> tuple[int, int]:
 
 def precision(cfg: Any, device: str) -> str:
     """Lightning precision: bf16-true on a GPU (Canary-Qwen is trained so), fp32 on CPU."""
-    import torch
-
-    want = cfg.train.precision
-    if device == "cuda" and want in ("auto", "bf16") and torch.cuda.is_bf16_supported():
-        return "bf16-true"
-    return "32-true"
+    return "bf16-true" if cfg.train.precision in ("auto", "bf16") and bf16_supported(device) else "32-true"
 
 
 def _wer_evaluator(rows: list[dict], terms: list[str], prompt: str, max_new_tokens: int, batch_size: int):
-    from engine.nemo.transcribe import generate_texts
-    from engine.train.speech import wer_and_recall
-
     audios, refs = [r["audio"] for r in rows], [r["text"] for r in rows]
 
     def evaluate(model) -> dict:
@@ -63,30 +66,22 @@ def _wer_evaluator(rows: list[dict], terms: list[str], prompt: str, max_new_toke
     return evaluate
 
 
-def run(run: Any, params: dict[str, Any], progress: Progress) -> None:
-    """Train (or resume) the NeMo run in ``run.path``; raises JobStopped on a graceful stop."""
-    jobs.handles_stop()
-    from engine.nemo.availability import require_runnable
-
-    cfg = run.config()
+def run(ctx: JobContext) -> None:
+    """Train (or resume) the NeMo run; raises JobStopped on a graceful stop."""
+    run, cfg, log, progress = ctx.run, ctx.run.config(), ctx.log, ctx.progress
     require_runnable(cfg.model.name, cfg.train.device)
 
-    import torch
-    from lightning.pytorch import Trainer, seed_everything
-    from omegaconf import OmegaConf, open_dict
+    # NeMo (with lightning, omegaconf) is an optional extra: imported once the machine is known to run it
+    from lightning.pytorch import Trainer, seed_everything  # noqa: PLC0415 - optional extra (nemo); engine.train.job imports this module for every run
+    from omegaconf import OmegaConf, open_dict  # noqa: PLC0415 - optional extra (comes with NeMo)
 
-    from engine.data.datasets import open_dataset
-    from engine.nemo import manifests, model as salm_model
-    from engine.nemo.callbacks import CKPT_FILE, RunFolderCallback
-    from engine.train.resume import resume_point
-    from engine.nemo.salm_config import training_cfg
+    from engine.train.nemo_callbacks import CKPT_FILE, RunFolderCallback  # noqa: PLC0415 - imports lightning (the nemo extra)
 
-    workspace = Workspace(run.path.parent.parent)
-    rp = resume_point(run, bool(params.get("resume")), _log)
+    rp = resume_point(run, bool(ctx.params.get("resume")), log)
     ckpt = rp.checkpoint
 
     progress(0.0, "loading data")
-    ds = open_dataset(cfg.data.dataset, workspace, progress=scaled(progress, 0.0, 0.02))
+    ds = open_dataset(cfg.data.dataset, ctx.workspace, progress=scaled(progress, 0.0, 0.02))
     if ds.kind != "speech":
         raise DataError(f"{cfg.model.name} is a speech model but dataset {ds.name} holds {ds.kind} examples",
                         file=str(ds.path), field="kind", hint="Pick a speech dataset (e.g. med-dictation).")
@@ -100,7 +95,7 @@ def run(run: Any, params: dict[str, Any], progress: Progress) -> None:
     per_epoch, max_steps = plan_steps(n_train, cfg.train)
 
     progress(0.02, f"loading {cfg.model.name}")
-    device = salm_model.pick_device(cfg.train.device)
+    device = pick_device(cfg.train.device)
     prec = precision(cfg, device)
     seed_everything(cfg.train.seed, workers=True, verbose=False)
     # loaded in fp32 on the CPU; Lightning moves it to the device and precision below
@@ -115,10 +110,10 @@ def run(run: Any, params: dict[str, Any], progress: Progress) -> None:
     total = sum(p.numel() for p in model.parameters())
     model.strict_loading = False  # checkpoints hold only the trainable weights (see callbacks)
     prompt_format = model.cfg.prompt_format
-    _log(f"NeMo SALM on {device}, precision {prec}; {n_train} train / {len(eval_rows)} eval clips; "
-         f"{max_steps} steps; trainable params {trainable:,} of {total:,} ({100 * trainable / max(1, total):.2f}%)")
+    log(f"NeMo SALM on {device}, precision {prec}; {n_train} train / {len(eval_rows)} eval clips; "
+        f"{max_steps} steps; trainable params {trainable:,} of {total:,} ({100 * trainable / max(1, total):.2f}%)")
 
-    from nemo.collections.speechlm2 import DataModule, SALMDataset
+    from nemo.collections.speechlm2 import DataModule, SALMDataset  # noqa: PLC0415 - optional extra, ~20 s to import
 
     data_cfg = OmegaConf.create(manifests.data_config(
         mf[cfg.data.train_split], mf.get(cfg.data.eval_split) if has_eval else None,
@@ -134,7 +129,7 @@ def run(run: Any, params: dict[str, Any], progress: Progress) -> None:
         run, rp.clock(), max_steps=max_steps, steps_per_epoch=per_epoch,
         logging_steps=cfg.train.logging_steps, save_steps=cfg.train.save_steps,
         save_total_limit=cfg.train.save_total_limit, batch_size=cfg.train.batch_size,
-        progress=scaled(progress, 0.05, 0.97), stop_requested=jobs.stop_requested, evaluate_wer=evaluate_wer)
+        progress=scaled(progress, 0.05, 0.97), stop_requested=ctx.should_stop, evaluate_wer=evaluate_wer)
     # Validation cadence in optimizer steps: within an epoch via val_check_interval (counted in
     # batches), or every N whole epochs when eval_steps spans more than one epoch.
     eval_every = cfg.train.eval_steps or max_steps
@@ -151,18 +146,18 @@ def run(run: Any, params: dict[str, Any], progress: Progress) -> None:
         gradient_clip_val=cfg.train.max_grad_norm or None, callbacks=[cb], deterministic=False,
     )
     if has_eval and every_n_epochs and eval_every % per_epoch:
-        _log(f"note: evaluating every {every_n_epochs * per_epoch} steps ({every_n_epochs} epoch(s)), the "
-             f"nearest whole-epoch cadence to eval_steps={eval_every}")
+        log(f"note: evaluating every {every_n_epochs * per_epoch} steps ({every_n_epochs} epoch(s)), the "
+            f"nearest whole-epoch cadence to eval_steps={eval_every}")
     if evaluate_wer is not None and cfg.eval.eval_at_start and ckpt is None:
-        _log("evaluating the base model (step 0)")
+        log("evaluating the base model (step 0)")
         trainer.validate(model, datamodule=datamodule, verbose=False)
-    _log(f"training{f' from {ckpt.name}' if ckpt else ''}")
+    log(f"training{f' from {ckpt.name}' if ckpt else ''}")
     trainer.fit(model, datamodule=datamodule, ckpt_path=str(ckpt / CKPT_FILE) if ckpt else None)
     step = trainer.global_step
-    if cb.stopped_at is not None or jobs.stop_requested():
+    if cb.stopped_at is not None or ctx.should_stop():
         cb.save(trainer, step)
-        _log(f"stopped at step {step}; checkpoint saved")
-        raise jobs.JobStopped()
+        log(f"stopped at step {step}; checkpoint saved")
+        raise JobStopped()
     last_eval = max((r["step"] for r in run.metrics() if "eval_loss" in r), default=-1)
     if has_eval and last_eval != step:
         trainer.validate(model, datamodule=datamodule, verbose=False)
@@ -173,20 +168,15 @@ def run(run: Any, params: dict[str, Any], progress: Progress) -> None:
         "backend": "nemo", "base_model": cfg.model.name, "kind": "speech", "steps": step,
         "lora": tcfg["lora"], "prompt": manifests.DEFAULT_PROMPT, "prompt_format": prompt_format,
         "train_encoder": bool(cfg.lora.encoder_lora)})
-    _log(f"done: {step} steps; saved {run.adapter_dir.name}/")
+    log(f"done: {step} steps; saved {run.adapter_dir.name}/")
 
 
 def save_adapter(model, target: Path, meta: dict) -> Path:
     """adapter/: peft's LoRA of the LLM (adapter_config.json + adapter_model.safetensors,
     loadable on the bare LLM with peft), every trained SALM weight (LoRA + projection
     [+ encoder]) as trainable.safetensors, and medtune.json."""
-    from safetensors.torch import save_file
-
-    from engine.nemo.model import trainable_state
-    from engine.nemo.transcribe import MEDTUNE_FILE, TRAINABLE_FILE
-
     with atomic_dir(target, overwrite=True) as tmp:
         model.llm.save_pretrained(tmp)
-        save_file(trainable_state(model), str(Path(tmp) / TRAINABLE_FILE))
+        save_file(salm_model.trainable_state(model), str(Path(tmp) / TRAINABLE_FILE))
         write_json(Path(tmp) / MEDTUNE_FILE, meta)
     return target

@@ -1,4 +1,5 @@
-"""The one text normaliser behind every WER, CER and term match in MedTune.
+"""The one text normaliser behind every WER, CER and term match in MedTune, and the term
+matching built on it: a leaf that data (term-balanced subsampling) and eval (metrics) share.
 
 Scores are only comparable when both sides are normalised the same way, so this is the
 single definition (also documented in README's evaluation section). Steps, in order:
@@ -25,6 +26,7 @@ from __future__ import annotations
 
 import re
 import unicodedata
+from typing import Iterable
 
 _ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
          "fourteen fifteen sixteen seventeen eighteen nineteen").split()
@@ -107,3 +109,26 @@ def words(text: str | None) -> list[str]:
     """The normalised words of ``text``."""
     n = normalize(text)
     return n.split(" ") if n else []
+
+
+def count_phrase(words: list[str], term: list[str]) -> int:
+    """How many times the word sequence ``term`` occurs in ``words`` (non-overlapping)."""
+    n, k, i, count = len(words), len(term), 0, 0
+    while k and i + k <= n:
+        if words[i:i + k] == term:
+            count, i = count + 1, i + k
+        else:
+            i += 1
+    return count
+
+
+def prepare_terms(terms: Iterable[str]) -> list[tuple[str, list[str]]]:
+    """(term as written, its normalised words) per distinct term, longest first."""
+    seen, out = set(), []
+    for t in terms:
+        key = normalize(t)
+        if key and key not in seen:
+            seen.add(key)
+            out.append((t.strip(), key.split(" ")))
+    # Longest first, so "atrial fibrillation" is reported rather than a shorter term inside it.
+    return sorted(out, key=lambda x: -len(x[1]))

@@ -1,4 +1,5 @@
-"""Turn an exception from a job into (reason, message, hint) a person can act on.
+"""Turn an exception from a job into (reason, message, hint) a person can act on, and say
+which reasons a retry cannot fix (the auto-resume policy of engine.jobs.queue).
 
 A run never ends in a bare "failed": out-of-memory gets the four knobs that fix it, a full
 disk says where space goes and how to get it back, a data error names the file and row, a
@@ -8,12 +9,17 @@ missing package names the pip command, a GPU-only setting on a CPU machine says 
 from __future__ import annotations
 
 import errno
-import json
 import os
 import re
-from typing import Any, Callable, Iterator
+from typing import Iterator
 
 from engine.errors import MedtuneError
+from engine.runs import Reason
+
+#: Failures that a retry cannot fix (the same config, data, packages, machine or disk fail
+#: the same way): auto-resume leaves these alone.
+NO_RETRY = frozenset({Reason.CONFIG, Reason.DATA, Reason.DEPENDENCY, Reason.CUDA, Reason.MEMORY, Reason.MODEL,
+                      Reason.PATH, Reason.DISK})
 
 OOM_HINT = ("Lower train.batch_size (and raise train.grad_accum to keep the effective batch), "
             "load the model 4-bit (model.quantization: 4bit), shorten train.max_length, "
@@ -41,12 +47,6 @@ _DISK_TEXT = re.compile(
     r"no space left on device|file too large|disk quota exceeded|os error (28|27|122)\b"
     r"|pytorchstreamwriter failed writing file|inline_container\.cc.*unexpected pos|file write failed",
     re.IGNORECASE | re.DOTALL)
-
-
-class CudaRequired(MedtuneError):
-    """A setting that only works on a CUDA GPU was asked for on a machine without one."""
-
-    kind = "cuda"
 
 
 def _chain(exc: BaseException | None) -> Iterator[BaseException]:
@@ -141,59 +141,23 @@ def _disk_message(exc: BaseException) -> str:
             f" ({detail}).")
 
 
-def classify(exc: BaseException, kind: str = "train") -> tuple[str, str, str | None]:
+def classify(exc: BaseException, kind: str = "train") -> tuple[Reason, str, str | None]:
     """(reason, error message, hint) for a failed job of ``kind`` (train, evaluate, export)."""
     if isinstance(exc, KeyboardInterrupt):
-        return "interrupted", "The job was interrupted.", "Resume continues from the last checkpoint."
+        return Reason.INTERRUPTED, "The job was interrupted.", "Resume continues from the last checkpoint."
     if is_oom(exc):
-        return "out of memory", _oom_message(exc), OOM_HINT
+        return Reason.MEMORY, _oom_message(exc), OOM_HINT
     if isinstance(exc, MedtuneError):
-        reason = {"data": "data error", "config": "config error", "dependency": "missing dependency",
-                  "model": "model error", "path": "path error", "cuda": "CUDA required",
-                  "disk": "disk full", "memory": "out of memory"}.get(exc.kind, exc.kind)
-        return reason, exc.message, exc.hint
+        # Reason members are named after MedtuneError.kind ("data" -> DATA); other kinds say "error"
+        return Reason.__members__.get(exc.kind.upper(), Reason.ERROR), exc.message, exc.hint
     if is_disk_full(exc):
-        return "disk full", _disk_message(exc), DISK_HINTS.get(kind, DISK_HINTS["train"])
+        return Reason.DISK, _disk_message(exc), DISK_HINTS.get(kind, DISK_HINTS["train"])
     if isinstance(exc, (ModuleNotFoundError, ImportError)):
         pkg = getattr(exc, "name", None) or str(exc)
-        return "missing dependency", f"A required package is missing: {pkg}", f"pip install {pkg}"
+        return Reason.DEPENDENCY, f"A required package is missing: {pkg}", f"pip install {pkg}"
     text = str(exc)
     if "CUDA" in text and ("not available" in text or "no CUDA" in text or "requires" in text.lower()):
-        return "CUDA required", text.splitlines()[0][:300], "Run on a machine with a CUDA GPU, or choose " \
+        return Reason.CUDA, text.splitlines()[0][:300], "Run on a machine with a CUDA GPU, or choose " \
             "precision fp32/auto and quantization none."
     first = text.splitlines()[0][:300] if text else ""
-    return "error", f"{type(exc).__name__}: {first}", "See job.log for the full traceback."
-
-
-# ---- recording a failure on a full disk ---------------------------------------------------------
-def make_room(run: Any, kind: str, log: Callable[[str], None]) -> list[str]:
-    """After a disk-full failure, delete what the job half-wrote and nothing will read (a
-    training job's cut-off checkpoint folder), so that the failure itself can be recorded and
-    the bytes go back to the disk. Earlier, complete checkpoints are never touched."""
-    if kind != "train":
-        return []  # exports build under .partial-* names that engine.atomic removes on failure
-    from engine.train.resume import remove_incomplete_checkpoints
-
-    return remove_incomplete_checkpoints(run, log)
-
-
-def write_failed_status(run: Any, kind: str, **fields: Any) -> dict[str, Any]:
-    """``run.write_status`` that still works on a full disk: when the atomic write (a new temp
-    file) gets no space, status.json is rewritten in place, in the blocks it already owns."""
-    try:
-        return run.write_status(kind, **fields)
-    except OSError as err:
-        if err.errno not in DISK_ERRNOS:
-            raise
-    from engine.runs import now_iso
-
-    st = {**run.raw_status(kind), **fields}
-    st = {k: v for k, v in st.items() if v is not None}
-    st["updated"] = now_iso()
-    data = (json.dumps(st, indent=2, sort_keys=True, default=str) + "\n").encode("utf-8")
-    with open(run.status_path(kind), "r+b") as f:
-        f.truncate(0)  # frees the file's blocks, which the write below takes back
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    return st
+    return Reason.ERROR, f"{type(exc).__name__}: {first}", "See job.log for the full traceback."

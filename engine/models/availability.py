@@ -1,13 +1,14 @@
-"""Is NeMo here, is this a NeMo model, and can this machine run it? (No NeMo imports.)"""
+"""Is NeMo here, is this a NeMo model, and can this machine run it? (No NeMo imports: the loader,
+preflight and the NeMo backend all ask, so it sits with the registry it reads.)"""
 
 from __future__ import annotations
 
 import importlib.util
 import json
 from pathlib import Path
-from typing import Any
 
 from engine.errors import MissingDependency, ModelError
+from engine.models.registry import resolve_model
 
 INSTALL = "pip install -e '.[nemo]'"
 #: The hub id of the speech-LLM this backend exists for.
@@ -57,10 +58,8 @@ def is_nemo_model(name_or_path: str) -> bool:
     if is_local_salm(name_or_path):
         return True
     try:
-        from engine.models.registry import resolve_model
-
         return resolve_model(name_or_path).backend == "nemo"
-    except Exception:  # unknown to the registry (or registry not importable): a hub id we can't tell
+    except Exception:  # unknown to the registry: a hub id we can't tell
         return name_or_path.strip().lower() == CANARY_QWEN
 
 
@@ -70,8 +69,6 @@ def needs_cuda(name_or_path: str) -> bool:
     if is_local_salm(name_or_path):
         return False
     try:
-        from engine.models.registry import resolve_model
-
         return bool(resolve_model(name_or_path).needs_gpu)
     except Exception:
         return True
@@ -79,7 +76,7 @@ def needs_cuda(name_or_path: str) -> bool:
 
 def cuda_available() -> bool:
     try:
-        import torch
+        import torch  # noqa: PLC0415 - seconds to import; the rest of this module is a cheap probe
 
         return bool(torch.cuda.is_available())
     except Exception:  # pragma: no cover - torch is a core dependency
@@ -111,29 +108,3 @@ def require_runnable(name: str, device: str = "auto") -> None:
                          hint="Run this recipe on a machine with an NVIDIA GPU and Hub access "
                               "(`huggingface-cli download nvidia/canary-qwen-2.5b`), or pick a "
                               "CPU-sized model.")
-
-
-def config_problems(cfg: Any) -> list[str]:
-    """Problems with a RunConfig that selects a NeMo model ([] for any other model).
-
-    Called from RunConfig validation, so a form or YAML is refused before a job starts. Like
-    the bitsandbytes check it names a missing package; whether this machine has a CUDA GPU is
-    not a config problem (a GPU recipe must validate on a CPU box): the job checks that at
-    start (:func:`require_runnable`) and the UI shows :func:`machine_problem`.
-    """
-    name = cfg.model.name
-    if not is_nemo_model(name):
-        return []
-    out = []
-    if not nemo_installed():
-        out.append(f"model.name: {name} runs on NVIDIA NeMo, which is not installed ({INSTALL})")
-    if needs_cuda(name) and cfg.train.device == "cpu":
-        out.append(f"train.device: {name} cannot train on the CPU; it needs a CUDA GPU (device cuda or auto)")
-    if cfg.model.quantization != "none":
-        out.append("model.quantization: the NeMo backend trains SALM in bf16/fp32; 8bit/4bit are not supported")
-    if cfg.lora.full_finetune:
-        out.append("lora.full_finetune: the NeMo backend trains a LoRA adapter on the LLM (plus the audio "
-                   "projection); full fine-tuning is not offered")
-    if cfg.train.precision == "fp16":
-        out.append("train.precision: use bf16 (or fp32) with NeMo SALM; fp16 is not supported")
-    return out
