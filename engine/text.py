@@ -1,8 +1,24 @@
-"""The one text normaliser behind every WER, CER and term match in MedTune, and the term
-matching built on it: a leaf that data (term-balanced subsampling) and eval (metrics) share.
+"""The text normalisers behind every WER, CER and term match in MedTune, and the term
+matching built on the project's own one: a leaf that data (term-balanced subsampling) and
+eval (metrics) share.
 
-Scores are only comparable when both sides are normalised the same way, so this is the
-single definition (also documented in README's evaluation section). Steps, in order:
+Scores are only comparable when both sides are normalised the same way, so every normaliser
+a score can use is named here (:data:`NORMALISERS`) and the name is recorded next to the
+score (engine/eval/definitions.py):
+
+- ``"whisper"``: Whisper's English text normaliser, the one published English WER is
+  computed after (the Open ASR Leaderboard, the Whisper and Canary papers): numbers become
+  digits ("twenty five" -> "25"), British spellings American ("colour" -> "color"),
+  titles spelled out ("Mr." -> "mister"), contractions expanded ("won't" -> "will not"),
+  fillers ("uh", "hmm") and punctuation removed. The code is transformers'
+  ``EnglishTextNormalizer``; its British->American table is OpenAI's ``english.json``,
+  read from the ``whisper-normalizer`` package (transformers reads it from a Hub tokenizer
+  folder, which an offline machine or our embedded whisper-tiny.en does not have). The
+  evaluation's WER/CER default (:func:`whisper_normalize`).
+- ``"medtune"``: the project's own, below (:func:`normalize`). Medical-term matching
+  (term recall, term overlap, term-balanced subsampling) always uses it: it keeps words
+  as said and spelled, so a listed term is found the way the list writes it; WER/CER can
+  use it as a named option. Steps, in order:
 
 1. Unicode NFKC, then lower case.
 2. Symbols with a spoken form become words: ``%`` -> "percent", ``&`` -> "and",
@@ -14,6 +30,8 @@ single definition (also documented in README's evaluation section). Steps, in or
    the synthetic references spell some out; spelling is the direction that needs no
    guessing ("twenty five" could be 25 or 20 5, "25" is always twenty five). "and" inside
    numbers is not produced ("one hundred twenty", not "one hundred and twenty").
+   (Whisper's normaliser goes the other way, digits; "25 mg" and "twenty five mg" match
+   under both, but other pairs can score differently: tests/test_eval_standard_metrics.py.)
 5. Hyphens and apostrophes join or split words without a trace: "beta-blocker" ->
    "beta blocker", "patient's" -> "patients".
 6. Every other punctuation mark is removed; runs of whitespace become one space.
@@ -24,9 +42,14 @@ clinician cares about.
 
 from __future__ import annotations
 
+import functools
+import json
 import re
 import unicodedata
-from typing import Iterable
+from importlib import resources
+from typing import Callable, Iterable
+
+from engine.errors import DataError
 
 _ONES = ("zero one two three four five six seven eight nine ten eleven twelve thirteen "
          "fourteen fifteen sixteen seventeen eighteen nineteen").split()
@@ -132,3 +155,46 @@ def prepare_terms(terms: Iterable[str]) -> list[tuple[str, list[str]]]:
             out.append((t.strip(), key.split(" ")))
     # Longest first, so "atrial fibrillation" is reported rather than a shorter term inside it.
     return sorted(out, key=lambda x: -len(x[1]))
+
+
+# ---------------------------------------------------------------------------- Whisper's normaliser
+
+
+@functools.cache
+def _whisper_normalizer() -> Callable[[str], str]:
+    from transformers.models.whisper.english_normalizer import (  # noqa: PLC0415 - importing transformers costs ~1.5 s, which the app's and CLI's start-up must not pay; only scoring needs it
+        EnglishTextNormalizer,
+    )
+    table = resources.files("whisper_normalizer").joinpath("normalizers", "english.json")
+    return EnglishTextNormalizer(json.loads(table.read_text(encoding="utf-8")))
+
+
+def whisper_normalize(text: str | None) -> str:
+    """``text`` through Whisper's English text normaliser (see the module docstring);
+    ``None`` and empty text give ``""``."""
+    return _whisper_normalizer()(str(text)) if text else ""
+
+
+#: Every normaliser a score can name: name -> (how a score computed after it is labelled,
+#: as in "WER, Whisper-normalised"; the function).
+NORMALISERS: dict[str, tuple[str, Callable[[str | None], str]]] = {
+    "whisper": ("Whisper-normalised", whisper_normalize),
+    "medtune": ("medtune-normalised", normalize),
+}
+
+
+def _named(name: str) -> tuple[str, Callable[[str | None], str]]:
+    if name not in NORMALISERS:
+        raise DataError(f"unknown text normaliser {name!r}", field="normaliser",
+                        hint=f"One of: {', '.join(NORMALISERS)}")
+    return NORMALISERS[name]
+
+
+def normaliser(name: str) -> Callable[[str | None], str]:
+    """The normalising function named ``name`` (a key of :data:`NORMALISERS`)."""
+    return _named(name)[1]
+
+
+def normaliser_label(name: str) -> str:
+    """How a score computed after normaliser ``name`` is labelled ("Whisper-normalised")."""
+    return _named(name)[0]

@@ -42,10 +42,16 @@ def test_background_job_and_cli(workspace, tiny_text_base):  # noqa: F811
     assert [p["id"] for p in preds] == [r["id"] for r in ROWS]
     m = json.loads((run.eval_dir / "metrics.json").read_text())
     assert m["n"] == 5 and "accuracy" in m["base"] and "macro_f1" in m["tuned"]
+    # each score's definition travels with it (library, version, normaliser; BLEU's signature)
+    from engine.eval.definitions import definitions
+
+    assert m["definitions"] == definitions("text")
+    assert m["definitions"]["bleu"]["signature"].startswith("nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:")
 
     out = _cli(workspace, "eval", run.id, "--dataset", str(folder), "--limit", "2", "--max-new-tokens", "4")
     assert out.returncode == 0, out.stderr
     assert "rouge_l" in out.stdout and "delta" in out.stdout
+    assert "BLEU: sacrebleu" in out.stdout and "signature: nrefs:1|" in out.stdout
     assert len((run.eval_dir / "predictions.jsonl").read_text().splitlines()) == 2
 
     out = _cli(workspace, "eval", "report", run.id, "--format", "md")

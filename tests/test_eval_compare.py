@@ -120,6 +120,7 @@ def test_speech_toggle_and_eval(whisper_dir, workspace, tmp_path):
     assert out["base"]["text"] == transcribe(fresh, rows[0]["audio"])
     assert out["tuned"]["text"] != out["base"]["text"]
     assert out["base"]["wer"] == pytest.approx(wer(sentences[0], out["base"]["text"]))
+    assert out["base"]["normaliser"] == "whisper"   # the default, named with the number
     assert {o["op"] for o in out["tuned"]["diff"]} <= {"equal", "sub", "ins", "del"}
 
     m = evaluate_dataset(pair, str(folder), "test", tmp_path / "eval", workspace, batch_size=2, max_new_tokens=40)
@@ -127,5 +128,7 @@ def test_speech_toggle_and_eval(whisper_dir, workspace, tmp_path):
     assert [p["id"] for p in preds] == ["c0", "c1"]
     assert preds[0]["base"] == out["base"]["text"]       # batched job == interactive single clip
     assert m["base"]["wer"] == pytest.approx(wer(sentences, [p["base"] for p in preds]))
+    assert m["definitions"]["wer"]["name"] == "WER, Whisper-normalised" and preds[0]["normaliser"] == "whisper"
+    assert m["definitions"]["term_recall"]["normaliser"] == "medtune"
     assert set(m["base"]["by_group"]) == {"v0", "v1"}
     assert m["base"]["term_total"] == 2

@@ -1,4 +1,5 @@
-"""Metrics against values computed by hand on small fixed examples."""
+"""Metrics against values computed by hand on small fixed examples. (That ROUGE, BLEU and
+WER are exactly the reference libraries' numbers is tests/test_eval_standard_metrics.py.)"""
 
 from __future__ import annotations
 
@@ -14,7 +15,6 @@ from engine.eval.text_metrics import (
     medical_terms,
     rouge_l,
     sections,
-    sentence_bleu,
     structure_score,
     term_overlap,
     text_report,
@@ -45,8 +45,10 @@ def test_int_to_words():
 def test_wer_cer_by_hand():
     # ref 6 words; hyp: sat->sit (S), "the" deleted (D) -> 2/6
     assert wer("the cat sat on the mat", "the cat sit on mat") == pytest.approx(2 / 6)
-    # normalisation makes these identical
+    # normalisation makes these identical, under Whisper's normaliser (the default: both "25")
+    # and ours (both "twenty five")
     assert wer("Give 25 mg.", "give twenty-five MG") == 0.0
+    assert wer("Give 25 mg.", "give twenty-five MG", normaliser="medtune") == 0.0
     # corpus WER is micro-averaged: (1 + 0) errors / (2 + 4) words, not mean(1/2, 0)
     assert wer(["a b", "c d e f"], ["a x", "c d e f"]) == pytest.approx(1 / 6)
     # an insertion counts: 1 error / 2 words
@@ -106,15 +108,16 @@ def test_rouge_l_by_hand():
 
 
 def test_bleu_by_hand():
-    assert bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(1.0)
+    # sacrebleu's corpus BLEU, on its 0-100 scale
+    assert bleu(["the cat sat on the mat"], ["the cat sat on the mat"]) == pytest.approx(100.0)
     # hyp "the cat sat on mat" (5 words) vs ref (6): p1 = 5/5, p2 = 3/4 (the cat, cat sat, sat on),
     # p3 = 2/3, p4 = 1/2; BP = exp(1 - 6/5)
     expected = math.exp(1 - 6 / 5) * (1 * 3 / 4 * 2 / 3 * 1 / 2) ** 0.25
-    assert bleu(["the cat sat on the mat"], ["the cat sat on mat"]) == pytest.approx(expected)
-    # no 4-gram match -> corpus BLEU 0, but smoothed sentence BLEU stays positive
-    assert bleu(["a b c d"], ["a b c x"]) == 0.0
-    smoothed = (3 / 4 * 3 / 4 * 2 / 3 * 1 / 2) ** 0.25   # (2+1)/(3+1), (1+1)/(2+1), (0+1)/(1+1)
-    assert sentence_bleu("a b c d", "a b c x") == pytest.approx(smoothed)
+    assert bleu(["the cat sat on the mat"], ["the cat sat on mat"]) == pytest.approx(100 * expected)
+    # no 4-gram match: sacrebleu's default smoothing ("exp") counts the k-th zero precision as
+    # 1 / (2^k * n-grams), so p4 = 1/2 here instead of zeroing the corpus score
+    smoothed = (3 / 4 * 2 / 3 * 1 / 2 * 1 / 2) ** 0.25
+    assert bleu(["a b c d"], ["a b c x"]) == pytest.approx(100 * smoothed)
 
 
 def test_structure_and_terms():

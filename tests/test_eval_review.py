@@ -113,7 +113,8 @@ def test_report_and_cli(tmp_path):
     text = html_out.read_text()
     assert "<table>" in text and "ROUGE-L" in text and "plotly" in text.lower()
     md = write_report(ev, tmp_path / "r.md", fmt="md").read_text()
-    assert "| ROUGE-L |" in md and "No clinician reviews yet." in md
+    # the metric is named as its recorded definition names it (rouge-score's F1)
+    assert "| ROUGE-L F1 |" in md and "No clinician reviews yet." in md
     review.record(ev, "dr a", preds[0], "A")
     (run / "config.yaml").write_text("model:\n  name: x\n")
     out = subprocess.run([sys.executable, "-m", "engine", "--workspace", str(ws), "review", "summary", "r1"],

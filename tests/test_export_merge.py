@@ -12,14 +12,15 @@ import pytest
 import torch
 from export_runs import greedy_generate, make_run, tiny_text_base  # noqa: F401 - fixture
 
+from engine.eval.definitions import definitions
 from engine.export import verify
 from engine.export.checks import ExportError
 from engine.export.job import ExportOptions, export_run
 
 TESTS = Path(__file__).resolve().parent
-# The shape engine.eval.job writes (corpus figures per side, deltas, headline).
+# The shape engine.eval.job writes (corpus figures per side, deltas, headline, definitions).
 EVAL = {"base": {"accuracy": 0.40, "macro_f1": 0.35, "n": 20}, "tuned": {"accuracy": 0.55, "macro_f1": 0.30, "n": 20},
-        "delta": {"accuracy": 0.15, "macro_f1": -0.05}, "headline": "accuracy"}
+        "delta": {"accuracy": 0.15, "macro_f1": -0.05}, "headline": "accuracy", "definitions": definitions("text")}
 
 
 @pytest.fixture(scope="module")
@@ -126,6 +127,7 @@ def test_model_card_contents(exported):
                    "## LoRA configuration", "r: 4", "alpha: 8.0", "target_modules: q_proj,v_proj",
                    "## Training configuration", "max_steps: 3", "Training loss: 2.5000 (first) -> 1.9000 (last)",
                    "| Accuracy | 0.4000 | 0.5500 | +0.1500 (better) |", "| Macro-F1 | 0.3500 | 0.3000 | -0.0500 (worse) |",
+                   "Metric definitions:", "- Accuracy: medtune-workbench",
                    "## Export verification", "identical greedy output: yes"):
         assert needle in text, needle
     assert (run / "export" / "merged" / "README.md").read_text() == text

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import html
 
-from engine.text import normalize
+from engine.text import normaliser, normaliser_label
 
 STYLE = """<style>
 .mt-diff{line-height:1.9;font-size:1.02em}
@@ -26,13 +26,14 @@ LEGEND = ('<div class="mt-legend">diff against the reference: <span class="sub">
           '<span class="term-hit">term hit</span> · <span class="term-miss">term missed</span></div>')
 
 
-def _term_words(terms) -> set[str]:
-    return {w for t in terms for w in normalize(t).split()}
+def _term_words(terms, name: str) -> set[str]:
+    return {w for t in terms for w in normaliser(name)(t).split()}
 
 
-def diff_html(diff: list[dict], hits=(), misses=()) -> str:
-    """A word diff (engine.eval.metrics.word_diff) as coloured HTML, medical terms marked."""
-    hit_w, miss_w = _term_words(hits), _term_words(misses)
+def diff_html(diff: list[dict], hits, misses, normaliser_name: str) -> str:
+    """A word diff (engine.eval.metrics.word_diff) as coloured HTML, medical terms marked;
+    ``normaliser_name`` is the diff's, so a term's words are looked for as the diff writes them."""
+    hit_w, miss_w = _term_words(hits, normaliser_name), _term_words(misses, normaliser_name)
     out = []
     for op in diff:
         r, h = html.escape(op["ref"]), html.escape(op["hyp"])
@@ -51,15 +52,17 @@ def diff_html(diff: list[dict], hits=(), misses=()) -> str:
 
 
 def speech_side(title: str, res: dict | None) -> str:
-    """One side of a speech comparison: transcript, WER, terms and the diff."""
+    """One side of a speech comparison: transcript, WER (named with its normaliser,
+    ``res["normaliser"]``), terms and the diff."""
     if not res:
         return f"<div class='mt-side'><h4>{html.escape(title)}</h4><i>no output</i></div>"
     parts = [STYLE, f"<div class='mt-side'><h4>{html.escape(title)}</h4>"]
     if res.get("diff") is not None:
-        hits, misses = res.get("hits", []), res.get("misses", [])
-        parts.append(f"<div><b>WER {res['wer']:.1%}</b> · terms hit {len(hits)}/{len(hits) + len(misses)}"
+        hits, misses, norm = res.get("hits", []), res.get("misses", []), res["normaliser"]
+        parts.append(f"<div><b>WER {res['wer']:.1%}</b> ({html.escape(normaliser_label(norm))}) · terms hit "
+                     f"{len(hits)}/{len(hits) + len(misses)}"
                      + (f" · missed: {html.escape(', '.join(misses))}" if misses else "") + "</div>")
-        parts.append(diff_html(res["diff"], hits, misses))
+        parts.append(diff_html(res["diff"], hits, misses, norm))
         parts.append(f"<div class='mt-legend'>transcript: {html.escape(res.get('text', ''))}</div>")
     else:
         parts.append(f"<div class='mt-answer'>{html.escape(res.get('text', ''))}</div>")

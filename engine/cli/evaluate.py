@@ -1,6 +1,7 @@
 """``medtune eval`` and ``medtune review``: base vs tuned on a dataset split, review summaries.
 
     medtune eval RUN_OR_MODEL [--dataset med-dictation] [--split test] [--limit N] [--background]
+                 [--normaliser whisper|medtune] [--no-rouge-stemmer]
     medtune eval report RUN [--format md|html] [--out FILE]
     medtune review summary RUN
 """
@@ -16,12 +17,15 @@ from engine import jobs
 from engine.cli.common import workspace
 from engine.errors import MedtuneError
 from engine.eval.compare import open_pair
+from engine.eval.definitions import describe
 from engine.eval.job import evaluate_dataset, load_predictions
 from engine.eval.job import run as run_job
+from engine.eval.metrics import WER_NORMALISER
 from engine.eval.report import write_report
 from engine.eval.review import summary
 from engine.progress import tqdm_progress
 from engine.runs import JobContext, get_run
+from engine.text import NORMALISERS
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -38,6 +42,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--max-new-tokens", type=int, default=None)
     p.add_argument("--background", action="store_true", help="run as a background job on the run's queue")
+    p.add_argument("--normaliser", choices=tuple(NORMALISERS), default=WER_NORMALISER,
+                   help="text normaliser before speech WER/CER: 'whisper' (Whisper's English normaliser, as "
+                        "published WER is; default) or 'medtune' (the workbench's own); term recall always uses "
+                        "'medtune'")
+    p.add_argument("--no-rouge-stemmer", dest="rouge_stemmer", action="store_false",
+                   help="ROUGE without rouge-score's Porter stemmer (on by default)")
     p.add_argument("--format", choices=("md", "html"), default="html", help="report format (eval report)")
     p.add_argument("--out", help="report file (eval report; default: runs/<run>/eval/report.<fmt>)")
     p.set_defaults(func=cmd_eval)
@@ -70,6 +80,8 @@ def print_metrics(m: dict) -> None:
         if "delta" in m:
             row += f"{_fmt(m['delta'].get(k)):>12}"
         print(row)
+    for line in describe(m.get("definitions"), keys):  # what each number is (library, version, normaliser)
+        print(f"  {line}")
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
@@ -86,7 +98,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if (ws.runs / args.target / "config.yaml").is_file():
         run = get_run(ws, args.target)
     params = {"dataset": args.dataset, "split": args.split, "limit": args.limit,
-              "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens}
+              "batch_size": args.batch_size, "max_new_tokens": args.max_new_tokens,
+              "normaliser": args.normaliser, "rouge_stemmer": args.rouge_stemmer}
     if run is not None:
         if args.background:
             jobs.submit(run, "evaluate", params)
@@ -103,7 +116,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         pair = open_pair(args.target)
         out = ws.root / "evals" / _slug(f"{Path(args.target).name}-{Path(args.dataset).name}-{split}")
         evaluate_dataset(pair, args.dataset, split, out, ws, limit=args.limit, batch_size=args.batch_size,
-                         max_new_tokens=args.max_new_tokens or 128, info={"model": args.target},
+                         max_new_tokens=args.max_new_tokens or 128, normaliser=args.normaliser,
+                         rouge_stemmer=args.rouge_stemmer, info={"model": args.target},
                          progress=tqdm_progress("eval"))
     m = json.loads((out / "metrics.json").read_text())
     print_metrics(m)

@@ -13,6 +13,7 @@ import time
 from engine import jobs
 from engine.cli.common import workspace
 from engine.config import parse_overrides
+from engine.eval.definitions import wer_name
 from engine.preflight import load_config
 from engine.progress import tqdm_progress
 from engine.runs import ACTIVE, get_run, list_runs
@@ -98,7 +99,7 @@ def _print_result(run, st: dict) -> None:
         first, last = evals[0], evals[-1]
         line = f"  eval loss {first['eval_loss']:.4f} (step {first['step']}) -> {last['eval_loss']:.4f} (step {last['step']})"
         if last.get("wer") is not None:
-            line += f"; WER {first.get('wer')} -> {last.get('wer')}"
+            line += f"; {wer_name()} {first.get('wer')} -> {last.get('wer')}"
         if last.get("term_recall") is not None:
             line += f"; term recall {first.get('term_recall')} -> {last.get('term_recall')}"
         print(line)

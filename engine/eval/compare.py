@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, Iterator
 
 from engine.errors import ModelError
-from engine.eval.metrics import utterance_terms, wer, word_diff
+from engine.eval.metrics import WER_NORMALISER, utterance_terms, wer, word_diff
 from engine.infer import answer, stream_answer, transcribe
 from engine.models.loader import LoadedModel, get_cached, load_model
 
@@ -116,9 +116,10 @@ def stream_both(pair: Pair, question: str, **gen: Any) -> Iterator[dict[str, str
     yield dict(out)
 
 
-def transcribe_both(pair: Pair, audio, reference: str | None = None, terms=(), **gen: Any) -> dict:
+def transcribe_both(pair: Pair, audio, reference: str | None = None, terms=(), *,
+                    normaliser: str = WER_NORMALISER, **gen: Any) -> dict:
     """Base and tuned transcripts of one clip and, when a reference is given, each side's
-    WER, word diff and term hits/misses."""
+    WER and word diff (after ``normaliser``, named in the result) and term hits/misses."""
     out: dict[str, Any] = {"reference": reference}
     for s in sides(pair):
         with pair.side(s) as lm:
@@ -126,6 +127,7 @@ def transcribe_both(pair: Pair, audio, reference: str | None = None, terms=(), *
         item: dict[str, Any] = {"text": text}
         if reference:
             hits, misses = utterance_terms(reference, text, terms)
-            item.update(wer=wer(reference, text), diff=word_diff(reference, text), hits=hits, misses=misses)
+            item.update(wer=wer(reference, text, normaliser=normaliser), normaliser=normaliser,
+                        diff=word_diff(reference, text, normaliser=normaliser), hits=hits, misses=misses)
         out[s] = item
     return out

@@ -5,8 +5,9 @@ Output (in ``<run>/eval/``, or any folder for a base model alone):
 - ``predictions.jsonl``: one line per example, appended batch by batch as they finish (a
   reader or a killed job sees whole lines), holding the input, the reference, both
   outputs, per-item metrics and ``improvement`` (positive = tuned is better).
-- ``metrics.json``: corpus figures for each side and tuned-minus-base deltas, written
-  atomically once every item is in.
+- ``metrics.json``: corpus figures for each side, tuned-minus-base deltas and
+  ``definitions`` (each score's name, library, version and normaliser:
+  engine/eval/definitions.py), written atomically once every item is in.
 
 Entry point for ``engine.jobs`` (kind "evaluate"): :func:`run`.
 """
@@ -22,8 +23,9 @@ from engine import atomic
 from engine.data.datasets import open_dataset
 from engine.errors import DataError
 from engine.eval.compare import open_run_pair, sides
-from engine.eval.metrics import cer, speech_report, utterance_terms, wer
-from engine.eval.text_metrics import text_item_metrics, text_report
+from engine.eval.definitions import definitions
+from engine.eval.metrics import WER_NORMALISER, cer, speech_report, utterance_terms, wer
+from engine.eval.text_metrics import ROUGE_STEMMER, text_item_metrics, text_report
 from engine.infer import generate_batch, transcribe_batch
 from engine.progress import Progress, report
 from engine.runs import JobContext
@@ -34,26 +36,29 @@ DEFAULT_BATCH = 8
 DEFAULT_MAX_NEW_TOKENS = 128
 
 
-def _speech_item(ex: dict, outs: dict[str, str], terms: list[str]) -> dict:
+def _speech_item(ex: dict, outs: dict[str, str], terms: list[str], normaliser: str) -> dict:
     ref = ex.get("text", "")
+    # the normaliser travels with the item, so its word diff is redrawn the way it was scored
     rec = {"id": ex["id"], "kind": "speech", "input": ex.get("audio"), "reference": ref,
-           "group": (ex.get("meta") or {}).get("voice"), "duration": ex.get("duration"), "metrics": {}}
+           "group": (ex.get("meta") or {}).get("voice"), "duration": ex.get("duration"),
+           "normaliser": normaliser, "metrics": {}}
     for side, text in outs.items():
         hits, misses = utterance_terms(ref, text, terms)
         rec[side] = text
-        rec["metrics"][side] = {"wer": wer(ref, text), "cer": cer(ref, text), "hits": hits, "misses": misses}
+        rec["metrics"][side] = {"wer": wer(ref, text, normaliser=normaliser),
+                                "cer": cer(ref, text, normaliser=normaliser), "hits": hits, "misses": misses}
     if "tuned" in outs:
         rec["improvement"] = rec["metrics"]["base"]["wer"] - rec["metrics"]["tuned"]["wer"]
     return rec
 
 
-def _text_item(ex: dict, outs: dict[str, str], terms: list[str] | None) -> dict:
+def _text_item(ex: dict, outs: dict[str, str], terms: list[str] | None, rouge_stemmer: bool) -> dict:
     ref, label = ex.get("response", ""), (ex.get("meta") or {}).get("label")
     rec = {"id": ex["id"], "kind": "text", "input": ex.get("prompt"), "reference": ref, "label": label,
            "metrics": {}}
     for side, text in outs.items():
         rec[side] = text
-        rec["metrics"][side] = text_item_metrics(ref, text, terms, label)
+        rec["metrics"][side] = text_item_metrics(ref, text, terms, label, rouge_stemmer=rouge_stemmer)
     if "tuned" in outs:
         b, t = rec["metrics"]["base"], rec["metrics"]["tuned"]
         rec["improvement"] = (float(t["correct"]) - float(b["correct"]) if label is not None
@@ -61,8 +66,11 @@ def _text_item(ex: dict, outs: dict[str, str], terms: list[str] | None) -> dict:
     return rec
 
 
-def summarize(records: list[dict], terms: list[str] | None = None) -> dict:
-    """Corpus metrics for each side of ``records`` and tuned-minus-base deltas."""
+def summarize(records: list[dict], terms: list[str] | None = None, *, normaliser: str = WER_NORMALISER,
+              rouge_stemmer: bool = ROUGE_STEMMER) -> dict:
+    """Corpus metrics for each side of ``records``, tuned-minus-base deltas and the
+    definitions of the scores (speech WER/CER after ``normaliser``; text ROUGE with or
+    without ``rouge_stemmer``)."""
     if not records:
         return {"n": 0}
     kind = records[0]["kind"]
@@ -71,10 +79,12 @@ def summarize(records: list[dict], terms: list[str] | None = None) -> dict:
     for s in sides:
         refs, hyps = [r["reference"] for r in records], [r.get(s) or "" for r in records]
         if kind == "speech":
-            out[s] = speech_report(refs, hyps, terms or [], groups=[r.get("group") or "-" for r in records])
+            out[s] = speech_report(refs, hyps, terms or [], groups=[r.get("group") or "-" for r in records],
+                                   normaliser=normaliser)
         else:
             labels = [r.get("label") for r in records]
-            out[s] = text_report(refs, hyps, terms, labels if any(lab is not None for lab in labels) else None)
+            out[s] = text_report(refs, hyps, terms, labels if any(lab is not None for lab in labels) else None,
+                                 rouge_stemmer=rouge_stemmer)
     if "tuned" in sides:
         out["delta"] = {k: out["tuned"][k] - v for k, v in out["base"].items()
                         if isinstance(v, (int, float)) and not isinstance(v, bool)
@@ -83,15 +93,20 @@ def summarize(records: list[dict], terms: list[str] | None = None) -> dict:
         out["headline"] = "wer"
     else:
         out["headline"] = "accuracy" if "accuracy" in out.get("base", {}) else "rouge_l"
+    out["definitions"] = definitions(kind, normaliser=normaliser, rouge_stemmer=rouge_stemmer)
     return out
 
 
 def evaluate(pair, examples: list[dict], out_dir: str | Path, *, kind: str, terms: list[str] | None = None,
              info: dict | None = None, batch_size: int = DEFAULT_BATCH,
              max_new_tokens: int = DEFAULT_MAX_NEW_TOKENS, system: str | None = None,
+             normaliser: str = WER_NORMALISER, rouge_stemmer: bool = ROUGE_STEMMER,
              progress: Progress | None = None) -> dict:
     """Run every example through each side of ``pair`` (see engine.eval.compare), writing
-    predictions.jsonl as batches finish and metrics.json at the end; returns the metrics."""
+    predictions.jsonl as batches finish and metrics.json at the end; returns the metrics.
+    ``normaliser`` names speech WER/CER's (engine.text.NORMALISERS); ``rouge_stemmer`` is
+    rouge-score's stemming option."""
+    definitions(kind, normaliser=normaliser)  # an unknown normaliser fails before any model runs, naming the choices
     if not examples:
         raise DataError("the split is empty: nothing to evaluate")
     if pair.kind != kind:
@@ -118,12 +133,13 @@ def evaluate(pair, examples: list[dict], out_dir: str | Path, *, kind: str, term
                                              system=system or None, max_new_tokens=int(max_new_tokens))
         for i, ex in enumerate(batch):
             one = {s: outs[s][i] for s in names}
-            rec = _speech_item(ex, one, terms or []) if kind == "speech" else _text_item(ex, one, terms)
+            rec = (_speech_item(ex, one, terms or [], normaliser) if kind == "speech"
+                   else _text_item(ex, one, terms, rouge_stemmer))
             atomic.append_line(pred_path, json.dumps(rec, ensure_ascii=False))
             records.append(rec)
         done = start + len(batch)
         report(progress, done / len(examples), f"evaluated {done}/{len(examples)}")
-    metrics = summarize(records, terms)
+    metrics = summarize(records, terms, normaliser=normaliser, rouge_stemmer=rouge_stemmer)
     metrics.update(info or {}, elapsed_s=round(time.time() - t0, 2), batch_size=bs,
                    max_new_tokens=int(max_new_tokens), created=time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
     atomic.write_json(metrics_path, metrics)
@@ -201,7 +217,8 @@ def run(ctx: JobContext) -> None:
     """Job entry point: evaluate a run's base and tuned model on a split into run/eval/.
 
     params: dataset (default: the run's dataset), split (default: the run's test split),
-    limit, batch_size, max_new_tokens.
+    limit, batch_size, max_new_tokens, normaliser (speech WER/CER: "whisper", the default, or
+    "medtune"), rouge_stemmer (default true).
     """
     run, params, cfg = ctx.run, ctx.params, ctx.run.config()
     report(ctx.progress, 0.0, "loading model")
@@ -212,6 +229,8 @@ def run(ctx: JobContext) -> None:
         batch_size=int(params.get("batch_size") or DEFAULT_BATCH),
         max_new_tokens=int(params.get("max_new_tokens") or cfg.eval.max_new_tokens),
         system=cfg.data.system_prompt or None,
+        normaliser=params.get("normaliser") or WER_NORMALISER,
+        rouge_stemmer=ROUGE_STEMMER if params.get("rouge_stemmer") is None else bool(params["rouge_stemmer"]),
         info={"run": run.id, "model": cfg.model.name, "adapter": str(run.adapter_dir)},
         progress=ctx.progress,
     )

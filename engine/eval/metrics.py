@@ -1,9 +1,16 @@
 """Speech metrics: WER, CER, medical-term recall, word diffs, per-voice breakdowns.
 
-Every function normalises both sides with :func:`engine.text.normalize` first
-(case, punctuation, numbers spelled out), so "Metoprolol 25 mg." and "metoprolol twenty
-five mg" score as identical. Corpus figures are micro-averaged (total errors / total
-reference words), the way WER is conventionally reported, not a mean of per-utterance WERs.
+WER and CER are jiwer's, computed after a named normaliser of :mod:`engine.text`: by
+default Whisper's English normaliser (``normaliser="whisper"``), as published English WER
+is (the Open ASR Leaderboard, the Whisper and Canary papers), so "Metoprolol 25 mg." and
+"metoprolol twenty five mg" score as identical and the number can sit next to theirs;
+``normaliser="medtune"`` is the project's own. Corpus figures are micro-averaged (total
+errors / total reference words), the way WER is conventionally reported (and what
+``jiwer.wer`` over the list gives), not a mean of per-utterance WERs. The word diff uses the
+WER's normaliser, so its operations are the errors the WER counts.
+
+Medical-term matching (term recall, most-missed terms) always uses the medtune normaliser
+(:func:`engine.text.normalize`): a term is found as the dataset's term list writes it.
 
 Stable API (the training loop imports it too)::
 
@@ -24,27 +31,33 @@ import jiwer.transforms as tr
 import rapidfuzz.distance.Levenshtein as lev
 
 from engine.text import count_phrase, normalize, prepare_terms
+from engine.text import normaliser as named_normaliser  # `normaliser` is the keyword argument naming one
 
-__all__ = ["wer", "cer", "error_counts", "term_recall", "utterance_terms",
+__all__ = ["WER_NORMALISER", "wer", "cer", "error_counts", "term_recall", "utterance_terms",
            "word_diff", "most_missed", "speech_report"]
+
+#: The normaliser WER, CER and the word diff use unless told otherwise (engine.text.NORMALISERS).
+WER_NORMALISER = "whisper"
 
 
 def _as_list(x: str | Sequence[str]) -> list[str]:
     return [x] if isinstance(x, str) else list(x)
 
 
-def _pairs(refs, hyps) -> tuple[list[str], list[str]]:
+def _pairs(refs, hyps, name: str) -> tuple[list[str], list[str]]:
     refs, hyps = _as_list(refs), _as_list(hyps)
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    return [normalize(r) for r in refs], [normalize(h or "") for h in hyps]
+    norm = named_normaliser(name)
+    return [norm(r) for r in refs], [norm(h or "") for h in hyps]
 
 
-def error_counts(refs: str | Sequence[str], hyps: str | Sequence[str], *, unit: str = "word") -> dict:
+def error_counts(refs: str | Sequence[str], hyps: str | Sequence[str], *, unit: str = "word",
+                 normaliser: str = WER_NORMALISER) -> dict:
     """Hits, substitutions, deletions, insertions and the reference length, summed over
-    all pairs, on normalised text. ``unit`` is "word" or "char" (characters include the
-    single spaces between words)."""
-    r, h = _pairs(refs, hyps)
+    all pairs, on text normalised by ``normaliser``. ``unit`` is "word" or "char"
+    (characters include the single spaces between words)."""
+    r, h = _pairs(refs, hyps, normaliser)
     reduce = tr.ReduceToListOfListOfWords() if unit == "word" else tr.ReduceToListOfListOfChars()
     if not r:
         return {"hits": 0, "substitutions": 0, "deletions": 0, "insertions": 0, "ref_len": 0}
@@ -61,20 +74,20 @@ def _rate(c: dict) -> float:
     return errors / c["ref_len"]
 
 
-def wer(refs: str | Sequence[str], hyps: str | Sequence[str]) -> float:
-    """Word error rate (S+D+I)/N over all pairs, after normalisation."""
-    return _rate(error_counts(refs, hyps, unit="word"))
+def wer(refs: str | Sequence[str], hyps: str | Sequence[str], *, normaliser: str = WER_NORMALISER) -> float:
+    """Word error rate (S+D+I)/N over all pairs, after ``normaliser``."""
+    return _rate(error_counts(refs, hyps, unit="word", normaliser=normaliser))
 
 
-def cer(refs: str | Sequence[str], hyps: str | Sequence[str]) -> float:
-    """Character error rate over all pairs, after normalisation (spaces count)."""
-    return _rate(error_counts(refs, hyps, unit="char"))
+def cer(refs: str | Sequence[str], hyps: str | Sequence[str], *, normaliser: str = WER_NORMALISER) -> float:
+    """Character error rate over all pairs, after ``normaliser`` (spaces count)."""
+    return _rate(error_counts(refs, hyps, unit="char", normaliser=normaliser))
 
 
 def utterance_terms(ref: str, hyp: str, terms: Iterable[str]) -> tuple[list[str], list[str]]:
     """The medical terms of ``ref`` that ``hyp`` got right and those it missed, one entry
-    per occurrence. A term is a hit when its normalised word sequence occurs in the
-    normalised hypothesis at least as many times as in the reference."""
+    per occurrence. A term is a hit when its word sequence occurs in the hypothesis at
+    least as many times as in the reference, all three medtune-normalised."""
     rw, hw = normalize(ref).split(), normalize(hyp or "").split()
     hits, misses = [], []
     for original, tw in prepare_terms(terms):
@@ -109,11 +122,12 @@ def most_missed(misses: Iterable[str], n: int = 10) -> list[tuple[str, int]]:
     return Counter(misses).most_common(n)
 
 
-def word_diff(ref: str, hyp: str) -> list[dict]:
-    """Word alignment of the normalised texts for display: a list of operations
-    ``{"op": "equal"|"sub"|"ins"|"del", "ref": str, "hyp": str}`` in reading order, one
-    per aligned word (``ref`` is "" for an insertion, ``hyp`` "" for a deletion)."""
-    rw, hw = normalize(ref).split(), normalize(hyp or "").split()
+def word_diff(ref: str, hyp: str, *, normaliser: str = WER_NORMALISER) -> list[dict]:
+    """Word alignment of the texts after ``normaliser`` (the WER's), for display: a list of
+    operations ``{"op": "equal"|"sub"|"ins"|"del", "ref": str, "hyp": str}`` in reading
+    order, one per aligned word (``ref`` is "" for an insertion, ``hyp`` "" for a deletion)."""
+    norm = named_normaliser(normaliser)
+    rw, hw = norm(ref).split(), norm(hyp or "").split()
     vocab: dict[str, int] = {}
     ri = [vocab.setdefault(w, len(vocab)) for w in rw]
     hi = [vocab.setdefault(w, len(vocab)) for w in hw]
@@ -131,17 +145,19 @@ def word_diff(ref: str, hyp: str) -> list[dict]:
 
 
 def speech_report(refs: Sequence[str], hyps: Sequence[str], terms: Iterable[str] = (),
-                  groups: Sequence[str] | None = None, top_missed: int = 10) -> dict:
-    """All speech figures for one system: WER, CER, term recall, the most-missed terms and,
-    when ``groups`` (e.g. the voice of each utterance) is given, WER/term recall per group."""
+                  groups: Sequence[str] | None = None, top_missed: int = 10,
+                  normaliser: str = WER_NORMALISER) -> dict:
+    """All speech figures for one system: WER, CER (both after ``normaliser``), term recall,
+    the most-missed terms and, when ``groups`` (e.g. the voice of each utterance) is given,
+    WER/term recall per group."""
     terms = list(terms)
     refs, hyps = list(refs), [h or "" for h in hyps]
     recall, hits, misses = term_recall(refs, hyps, terms)
-    c = error_counts(refs, hyps)
+    c = error_counts(refs, hyps, normaliser=normaliser)
     out = {
         "n": len(refs),
         "wer": _rate(c) if refs else None,
-        "cer": cer(refs, hyps) if refs else None,
+        "cer": cer(refs, hyps, normaliser=normaliser) if refs else None,
         "term_recall": recall,
         "term_hits": len(hits),
         "term_total": len(hits) + len(misses),
@@ -154,7 +170,7 @@ def speech_report(refs: Sequence[str], hyps: Sequence[str], terms: Iterable[str]
             by[str(g)].append(i)
         out["by_group"] = {
             g: {"n": len(ix),
-                "wer": wer([refs[i] for i in ix], [hyps[i] for i in ix]),
+                "wer": wer([refs[i] for i in ix], [hyps[i] for i in ix], normaliser=normaliser),
                 "term_recall": term_recall([refs[i] for i in ix], [hyps[i] for i in ix], terms)[0]}
             for g, ix in sorted(by.items())
         }

@@ -12,35 +12,41 @@ from pathlib import Path
 import plotly.graph_objects as go
 
 from engine import atomic
+from engine.eval.definitions import METRICS, describe, label
 from engine.eval.job import load_metrics, load_predictions
 from engine.eval.review import summary_markdown
 
-#: Display names and whether lower is better, for every corpus metric we write.
-METRIC_INFO = {
-    "wer": ("WER", True), "cer": ("CER", True), "term_recall": ("Term recall", False),
-    "rouge_l": ("ROUGE-L", False), "bleu": ("BLEU", False), "structure": ("Structure adherence", False),
-    "term_overlap": ("Term overlap", False), "accuracy": ("Accuracy", False), "macro_f1": ("Macro-F1", False),
-    "length": ("Answer length (words)", None), "unparsed": ("Unparsed answers", True),
-}
+#: Metrics not on a 0-1 scale, left out of the base-vs-tuned bar chart (BLEU is sacrebleu's 0-100).
+_OFF_CHART = ("length", "unparsed", "bleu")
 
 
 def metric_rows(m: dict) -> list[dict]:
-    """One row per metric: name, base, tuned, delta, and whether the delta is an improvement."""
+    """One row per metric: key, name (as its recorded definition labels it: "WER,
+    Whisper-normalised"; BLEU with its signature), base, tuned, delta, and whether the delta
+    is an improvement."""
     rows = []
     base, tuned = m.get("base", {}), m.get("tuned", {})
-    for key, (label, lower_better) in METRIC_INFO.items():
+    defs = m.get("definitions")
+    for key, (_, lower_better) in METRICS.items():
         if key not in base:
             continue
         b, t = base.get(key), tuned.get(key) if tuned else None
         d = (t - b) if isinstance(b, (int, float)) and isinstance(t, (int, float)) else None
         better = None if d is None or lower_better is None or d == 0 else ((d < 0) == lower_better)
-        rows.append({"key": key, "metric": label, "base": b, "tuned": t, "delta": d, "better": better})
+        rows.append({"key": key, "metric": label(key, defs), "base": b, "tuned": t, "delta": d, "better": better})
     return rows
+
+
+def definitions_markdown(m: dict) -> str:
+    """The recorded definitions of the scores in ``m`` (library, version, normaliser, BLEU's
+    signature) as a Markdown list, for the report and the model card."""
+    keys = [r["key"] for r in metric_rows(m)]
+    return "\n".join(f"- {line}" for line in describe(m.get("definitions"), keys))
 
 
 def metrics_figure(m: dict):
     """Grouped bars: base vs tuned for each 0-1 metric."""
-    rows = [r for r in metric_rows(m) if r["key"] not in ("length", "unparsed")]
+    rows = [r for r in metric_rows(m) if r["key"] not in _OFF_CHART]
     fig = go.Figure()
     for side, colour in (("base", "#9aa5b1"), ("tuned", "#2a7de1")):
         if any(r[side] is not None for r in rows):
@@ -59,8 +65,9 @@ def groups_figure(m: dict):
         g = m.get(side, {}).get("by_group")
         if g:
             fig.add_bar(name=side, x=list(g), y=[v["wer"] for v in g.values()], marker_color=colour)
+    name = label("wer", m.get("definitions"))
     fig.update_layout(barmode="group", height=300, margin=dict(l=40, r=10, t=40, b=40),
-                      title="WER per voice", yaxis_title="WER")
+                      title=f"{name} per voice", yaxis_title=name)
     return fig
 
 
@@ -116,10 +123,10 @@ def render_markdown(eval_dir: str | Path, title: str = "Evaluation report") -> s
     head = (f"# {title}\n\nDataset **{m.get('dataset', '?')}**, split **{m.get('split', '?')}**, "
             f"{m.get('n', 0)} examples; model {m.get('model', '?')}"
             + (f", run {m['run']}" if m.get("run") else "") + f". Generated {m.get('created', '')}.\n")
-    body = [head, "## Metrics\n", _table_md(m), "", _most_missed_md(m), "", "## Clinician review\n",
+    body = [head, "## Metrics\n", _table_md(m), "", "### Metric definitions\n", definitions_markdown(m), "",
+            _most_missed_md(m), "", "## Clinician review\n",
             summary_markdown(eval_dir, preds), "", "## Examples\n", _examples_md(preds),
-            "\n_Normalisation for WER/CER/term matching: lower case, punctuation removed, numbers spelled "
-            "out (see engine/text.py). Research use only; not medical advice._\n"]
+            "\n_Research use only; not medical advice._\n"]
     return "\n".join(body)
 
 

@@ -1,103 +1,83 @@
-"""Text-answer metrics, implemented here (small, dependency-free, hand-checkable).
+"""Text-answer metrics.
 
-Tokens are the words of :func:`engine.text.normalize` (lower case, no
-punctuation, numbers spelled out) for every metric below.
+ROUGE and BLEU are the field's reference implementations, called as published, so a score
+here can sit next to a paper's or a leaderboard's (each library reads the raw texts with its
+own tokenizer; the medtune normaliser is not applied first):
 
-- ROUGE-L: F1 of the longest common subsequence of tokens (precision LCS/|hyp|, recall
-  LCS/|ref|), per answer, averaged over answers.
-- BLEU: corpus BLEU-4 (Papineni et al. 2002): clipped n-gram precisions summed over the
-  corpus, geometric mean with uniform weights, brevity penalty exp(1 - R/C) when C < R.
-  Per-answer BLEU (for sorting samples) uses add-one smoothing on n >= 2 (Lin & Och 2004)
-  so one missing 4-gram does not zero a sentence. Reported on a 0-1 scale.
+- ROUGE-1, ROUGE-2, ROUGE-L: Google's ``rouge-score`` (``RougeScorer``), F1 of each answer
+  against its reference, averaged over answers. Porter stemming is on by default
+  (``use_stemmer=True``, the usual setting of published summarisation ROUGE);
+  ``rouge_stemmer=False`` turns it off. Tokens: rouge-score's own tokenizer (lower case,
+  everything but a-z0-9 removed).
+- BLEU: ``sacrebleu``'s corpus BLEU with its defaults (13a tokenizer, case kept, exponential
+  smoothing, one reference per answer), on sacrebleu's 0-100 scale as it prints it. Its
+  signature (``nrefs:1|case:mixed|eff:no|tok:13a|smooth:exp|version:...``) is recorded next
+  to the score (engine/eval/definitions.py), so the number can be reproduced.
+
+The rest are the workbench's own, on :func:`engine.text.normalize` words where they need
+words (the medtune normaliser: lower case, no punctuation, numbers spelled out):
+
 - Structure adherence: the section groups (assessment/diagnosis/impression, plan/
   treatment/management/recommendation) that the reference uses as headings, and the
   fraction of them the answer also has as headings. ``None`` when the reference has none.
 - Term overlap: medical terms (the dataset's term list, else a built-in lexicon plus drug
   and disease suffixes) in the reference that the answer also mentions.
+- Length: medtune-normalised words of the answer.
 - PubMedQA: the first yes/no/maybe decision in the answer; accuracy and macro-F1 over the
   classes seen in the labels or predictions (an unparsed answer is simply wrong).
 """
 
 from __future__ import annotations
 
-import math
+import functools
 import re
-from collections import Counter
-from typing import Iterable, Sequence
+from typing import Any, Iterable, Sequence
+
+from sacrebleu.metrics import BLEU
 
 from engine.text import normalize, words
 
-# ---------------------------------------------------------------------------- ROUGE-L / BLEU
+# ---------------------------------------------------------------------------- ROUGE / BLEU
+
+#: ROUGE variants reported, as rouge-score names them -> our metric key.
+ROUGE_KEYS = {"rouge1": "rouge1", "rouge2": "rouge2", "rougeL": "rouge_l"}
+#: rouge-score's stemming option, on unless a caller turns it off.
+ROUGE_STEMMER = True
 
 
-def _lcs(a: list[str], b: list[str]) -> int:
-    if not a or not b:
-        return 0
-    prev = [0] * (len(b) + 1)
-    for x in a:
-        cur = [0]
-        for j, y in enumerate(b):
-            cur.append(prev[j] + 1 if x == y else max(prev[j + 1], cur[j]))
-        prev = cur
-    return prev[-1]
+@functools.cache
+def _rouge_scorer(stemmer: bool) -> Any:
+    from rouge_score import rouge_scorer  # noqa: PLC0415 - its nltk pulls scipy, sklearn, pandas (~3 s): never at the app's start-up
+    return rouge_scorer.RougeScorer(list(ROUGE_KEYS), use_stemmer=stemmer)
 
 
-def rouge_l(ref: str, hyp: str) -> float:
-    """ROUGE-L F1 between one reference and one answer (0..1)."""
-    r, h = words(ref), words(hyp)
-    lcs = _lcs(r, h)
-    if lcs == 0:
-        return 0.0
-    p, rc = lcs / len(h), lcs / len(r)
-    return 2 * p * rc / (p + rc)
+def rouge(ref: str, hyp: str, *, stemmer: bool = ROUGE_STEMMER) -> dict[str, float]:
+    """ROUGE-1/2/L F1 (0..1) of one answer against its reference, by rouge-score:
+    ``{"rouge1": .., "rouge2": .., "rouge_l": ..}``."""
+    scores = _rouge_scorer(stemmer).score(ref or "", hyp or "")
+    return {key: scores[name].fmeasure for name, key in ROUGE_KEYS.items()}
 
 
-def _ngrams(tokens: list[str], n: int) -> Counter:
-    return Counter(tuple(tokens[i:i + n]) for i in range(len(tokens) - n + 1))
+def rouge_l(ref: str, hyp: str, *, stemmer: bool = ROUGE_STEMMER) -> float:
+    """ROUGE-L F1 (0..1) of one answer against its reference, by rouge-score."""
+    return rouge(ref, hyp, stemmer=stemmer)["rouge_l"]
 
 
-def _bleu_stats(ref: list[str], hyp: list[str], max_n: int) -> tuple[list[int], list[int]]:
-    matches, totals = [], []
-    for n in range(1, max_n + 1):
-        h, r = _ngrams(hyp, n), _ngrams(ref, n)
-        matches.append(sum(min(c, r[g]) for g, c in h.items()))
-        totals.append(max(0, len(hyp) - n + 1))
-    return matches, totals
-
-
-def _combine(matches, totals, hyp_len, ref_len, smooth: bool) -> float:
-    if hyp_len == 0:
-        return 0.0
-    logs = []
-    for n, (m, t) in enumerate(zip(matches, totals), start=1):
-        if smooth and n > 1:
-            m, t = m + 1, t + 1
-        if m == 0 or t == 0:
-            return 0.0
-        logs.append(math.log(m / t))
-    bp = 1.0 if hyp_len >= ref_len else math.exp(1 - ref_len / hyp_len)
-    return bp * math.exp(sum(logs) / len(logs))
-
-
-def bleu(refs: Sequence[str], hyps: Sequence[str], max_n: int = 4) -> float:
-    """Corpus BLEU (0..1) of answers against one reference each."""
+def bleu(refs: Sequence[str], hyps: Sequence[str]) -> float:
+    """sacrebleu's corpus BLEU (0-100) of answers against one reference each."""
     if len(refs) != len(hyps):
         raise ValueError(f"{len(refs)} references but {len(hyps)} hypotheses")
-    M, T, hl, rl = [0] * max_n, [0] * max_n, 0, 0
-    for r, h in zip(refs, hyps):
-        rw, hw = words(r), words(h)
-        m, t = _bleu_stats(rw, hw, max_n)
-        M = [a + b for a, b in zip(M, m)]
-        T = [a + b for a, b in zip(T, t)]
-        hl, rl = hl + len(hw), rl + len(rw)
-    return _combine(M, T, hl, rl, smooth=False)
+    return BLEU().corpus_score([h or "" for h in hyps], [[r or "" for r in refs]]).score
 
 
-def sentence_bleu(ref: str, hyp: str, max_n: int = 4) -> float:
-    """Smoothed BLEU (0..1) of one answer, for ranking samples."""
-    rw, hw = words(ref), words(hyp)
-    m, t = _bleu_stats(rw, hw, max_n)
-    return _combine(m, t, len(hw), len(rw), smooth=True)
+@functools.cache
+def bleu_signature() -> str:
+    """The sacrebleu signature of :func:`bleu`'s scores."""
+    scorer = BLEU()
+    # sacrebleu fills the number of references in only once it has scored something; we
+    # always give one reference per answer, so a one-pair corpus gives the same signature
+    scorer.corpus_score(["a"], [["a"]])
+    return scorer.get_signature().format()
 
 
 # ---------------------------------------------------------------------------- structure
@@ -218,11 +198,11 @@ def decision_scores(labels: Sequence[str], preds: Sequence[str | None]) -> dict:
 
 
 def text_item_metrics(ref: str, hyp: str, terms: Iterable[str] | None = None,
-                      label: str | None = None) -> dict:
-    """Per-answer figures stored in predictions.jsonl."""
-    out = {"rouge_l": rouge_l(ref, hyp), "bleu": sentence_bleu(ref, hyp),
-           "structure": structure_score(ref, hyp), "term_overlap": term_overlap(ref, hyp, terms),
-           "length": len(words(hyp))}
+                      label: str | None = None, *, rouge_stemmer: bool = ROUGE_STEMMER) -> dict:
+    """Per-answer figures stored in predictions.jsonl (BLEU is a corpus score only: a
+    sentence's BLEU is not what papers report, and nothing here ranks answers by it)."""
+    out: dict[str, Any] = {**rouge(ref, hyp, stemmer=rouge_stemmer), "structure": structure_score(ref, hyp),
+                           "term_overlap": term_overlap(ref, hyp, terms), "length": len(words(hyp))}
     if label is not None:
         d = extract_decision(hyp)
         out.update(decision=d, correct=d == str(label).strip().lower())
@@ -235,16 +215,16 @@ def _mean(xs) -> float | None:
 
 
 def text_report(refs: Sequence[str], hyps: Sequence[str], terms: Iterable[str] | None = None,
-                labels: Sequence[str | None] | None = None) -> dict:
-    """Corpus figures for one system's answers."""
+                labels: Sequence[str | None] | None = None, *, rouge_stemmer: bool = ROUGE_STEMMER) -> dict:
+    """Corpus figures for one system's answers (ROUGE: the mean of per-answer F1; BLEU: corpus)."""
     terms = list(terms) if terms else None
     hyps = [h or "" for h in hyps]
-    items = [text_item_metrics(r, h, terms) for r, h in zip(refs, hyps)]
-    out = {"n": len(refs), "rouge_l": _mean(i["rouge_l"] for i in items),
-           "bleu": bleu(refs, hyps) if refs else None,
-           "structure": _mean(i["structure"] for i in items),
-           "term_overlap": _mean(i["term_overlap"] for i in items),
-           "length": _mean(i["length"] for i in items)}
+    items = [text_item_metrics(r, h, terms, rouge_stemmer=rouge_stemmer) for r, h in zip(refs, hyps)]
+    out: dict[str, Any] = {"n": len(refs), **{k: _mean(i[k] for i in items) for k in ROUGE_KEYS.values()},
+                           "bleu": bleu(refs, hyps) if refs else None,
+                           "structure": _mean(i["structure"] for i in items),
+                           "term_overlap": _mean(i["term_overlap"] for i in items),
+                           "length": _mean(i["length"] for i in items)}
     if labels is not None and any(lab is not None for lab in labels):
         pairs = [(lab, extract_decision(h)) for lab, h in zip(labels, hyps) if lab is not None]
         d = decision_scores([p[0] for p in pairs], [p[1] for p in pairs])

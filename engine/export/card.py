@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from engine.eval.report import metric_rows
+from engine.eval.report import definitions_markdown, metric_rows
 from engine.export.source import RunSource
 
 LIMITATIONS = (
@@ -123,8 +123,10 @@ def _fmt(v: Any) -> str:
 def _eval_table(metrics: Any) -> str:
     """base vs tuned table from eval/metrics.json ({"base": {...}, "tuned": {...}, "delta": ...}).
 
-    Known metrics go through the Evaluate area's own rows (names, better/worse); a file from
-    elsewhere with unknown metric names is shown as it is rather than dropped."""
+    Known metrics go through the Evaluate area's own rows (names as their recorded definitions
+    label them, better/worse), followed by those definitions (library, version, normaliser,
+    BLEU's signature); a file from elsewhere with unknown metric names is shown as it is
+    rather than dropped."""
     if not isinstance(metrics, dict) or not metrics:
         return "No evaluation recorded for this run (run `medtune evaluate` before exporting to include it)."
     rows = metric_rows(metrics) if isinstance(metrics.get("base"), dict) else []
@@ -133,7 +135,7 @@ def _eval_table(metrics: Any) -> str:
         for r in rows:
             d = "" if r["delta"] is None else f"{r['delta']:+.4f}" + {True: " (better)", False: " (worse)"}.get(r["better"], "")
             out.append(f"| {r['metric']} | {_fmt(r['base'])} | {_fmt(r['tuned'])} | {d} |")
-        return "\n".join(out)
+        return "\n".join(out) + "\n\nMetric definitions:\n\n" + definitions_markdown(metrics)
     base, tuned = metrics.get("base"), metrics.get("tuned")
     if isinstance(base, dict) and isinstance(tuned, dict):
         names = [k for k in base if isinstance(base[k], (int, float))]

@@ -1,7 +1,9 @@
 """The Evaluate tab: batch evaluation results, per-sample drill-down and blind review.
 
 Reads only what the evaluation job wrote (run/eval/metrics.json, predictions.jsonl) and
-what reviewers saved (run/eval/reviews.jsonl); the maths lives in engine.eval.
+what reviewers saved (run/eval/reviews.jsonl); the maths lives in engine.eval. Runs side by
+side whose scores are not defined alike (another normaliser, library or version, or no
+recorded definitions: engine.eval.definitions) are marked, in the banner and on each row.
 """
 
 from __future__ import annotations
@@ -11,13 +13,15 @@ import html
 import gradio as gr
 
 from engine.errors import DataError, MedtuneError
+from engine.eval.definitions import differences
 from engine.eval.job import load_metrics, load_predictions
-from engine.eval.metrics import word_diff
+from engine.eval.metrics import WER_NORMALISER, word_diff
 from engine.eval.report import groups_figure, metric_rows, metrics_figure, write_report
 from engine.eval.review import blind_item, next_item, record, summary_markdown
 from engine.jobs import submit as submit_job
 from engine.preflight import resolve_ref
 from engine.runs import get_run, list_runs
+from engine.text import NORMALISERS
 from ui.components import banner, status_errors
 from ui.context import AppContext
 from ui.eval_views import LEGEND, speech_side, text_side
@@ -25,6 +29,11 @@ from ui.eval_views import LEGEND, speech_side, text_side
 SORTS = ("largest improvement", "largest regression", "id")
 SAMPLE_HEADERS = ["id", "improvement", "base", "tuned", "reference"]
 METRIC_HEADERS = ["run", "metric", "base", "tuned", "delta"]
+#: Put before a metric's name on the rows of runs whose definitions of it differ.
+NOT_COMPARABLE = "⚠ not comparable: "
+#: Speech predictions written before the normaliser was recorded per item were scored with
+#: the project's own (the only one there was), so their diffs are redrawn with it.
+OLD_ITEM_NORMALISER = "medtune"
 
 
 def eval_runs(ctx: AppContext) -> list[str]:
@@ -56,16 +65,28 @@ def _rounded(v) -> float | None:
     return None if v is None else round(float(v), 4)
 
 
-def metrics_table(ctx: AppContext, run_ids) -> list[list]:
+def compare_table(metrics_by_run: dict[str, dict | None]) -> tuple[list[list], str | None]:
+    """Rows of the metrics table for runs side by side (run id -> its metrics.json, None if
+    not evaluated), and a warning when some of their scores are not defined alike; those
+    rows carry :data:`NOT_COMPARABLE` before the metric's name."""
+    differ, problems = differences(metrics_by_run)
     rows = []
-    for rid in ([run_ids] if isinstance(run_ids, str) else run_ids or []):
-        m = load_metrics(_run(ctx, rid).eval_dir)
+    for rid, m in metrics_by_run.items():
         if not m:
             rows.append([rid, "(not evaluated yet)", None, None, None])
             continue
         for r in metric_rows(m):
-            rows.append([rid, r["metric"], _rounded(r["base"]), _rounded(r["tuned"]), _rounded(r["delta"])])
-    return rows
+            name = (NOT_COMPARABLE if r["key"] in differ else "") + r["metric"]
+            rows.append([rid, name, _rounded(r["base"]), _rounded(r["tuned"]), _rounded(r["delta"])])
+    warning = ("Not comparable across these runs (different metric definitions): " + "\n".join(problems)
+               if problems else None)
+    return rows, warning
+
+
+def metrics_table(ctx: AppContext, run_ids) -> tuple[list[list], str | None]:
+    """:func:`compare_table` of the selected runs."""
+    ids = [run_ids] if isinstance(run_ids, str) else run_ids or []
+    return compare_table({rid: load_metrics(_run(ctx, rid).eval_dir) for rid in ids})
 
 
 def _score(p: dict, side: str):
@@ -95,9 +116,10 @@ def detail_views(p: dict) -> tuple[str | None, str, str]:
             if side not in p:
                 out.append("")
                 continue
-            m = p["metrics"][side]
-            out.append(speech_side(title, {"text": p[side], "wer": m["wer"], "hits": m["hits"],
-                                           "misses": m["misses"], "diff": word_diff(p["reference"], p[side])}))
+            m, norm = p["metrics"][side], p.get("normaliser", OLD_ITEM_NORMALISER)
+            out.append(speech_side(title, {"text": p[side], "wer": m["wer"], "hits": m["hits"], "misses": m["misses"],
+                                           "normaliser": norm,
+                                           "diff": word_diff(p["reference"], p[side], normaliser=norm)}))
         return p.get("input"), out[0], out[1]
     intro = f"Q: {p.get('input', '')}\nReference: {p.get('reference', '')}"
     return None, text_side("Base", p.get("base"), intro), text_side("Tuned", p.get("tuned")) if "tuned" in p else ""
@@ -122,6 +144,8 @@ def build(ctx: AppContext) -> None:
             ds = gr.Textbox(label="Dataset (empty = the run's)", elem_id="ev-dataset")
             split = gr.Textbox(value="test", label="Split", elem_id="ev-split")
             limit = gr.Number(value=0, precision=0, minimum=0, label="Limit (0 = all)")
+            normaliser = gr.Dropdown([(f"{label} ({name})", name) for name, (label, _) in NORMALISERS.items()],
+                                     value=WER_NORMALISER, label="Speech WER/CER normaliser", elem_id="ev-normaliser")
             start = gr.Button("Evaluate first selected run", elem_id="ev-start")
         job_status = gr.Markdown(elem_id="ev-job")
     table = gr.Dataframe(headers=METRIC_HEADERS, value=[], interactive=False, label="Metrics: base vs tuned",
@@ -134,7 +158,8 @@ def build(ctx: AppContext) -> None:
         sort = gr.Dropdown(list(SORTS), value=SORTS[1], label="Sort samples by", elem_id="ev-sort")
         term = gr.Textbox(label="Filter by term", elem_id="ev-term")
     samples = gr.Dataframe(headers=SAMPLE_HEADERS, value=[], interactive=False, elem_id="ev-samples",
-                           label="Per sample (score = WER for speech, correct/ROUGE-L for text); click a row")
+                           label="Per sample (score = WER for speech, with the normaliser named in the metrics table; "
+                                 "correct/ROUGE-L F1 for text); click a row")
     detail_audio = gr.Audio(label="Clip", interactive=False, elem_id="ev-detail-audio")
     gr.HTML(LEGEND)
     with gr.Row(equal_height=False):
@@ -168,13 +193,15 @@ def build(ctx: AppContext) -> None:
         r = _run(ctx, rid)
         m = load_metrics(r.eval_dir)
         preds = load_predictions(r.eval_dir)
-        rows = metrics_table(ctx, run_ids)
+        rows, warning = metrics_table(ctx, run_ids)
         if not m:
             return (banner(f"Run {rid} has no evaluation yet: start one above."), rows, None, None,
                     None, [], preds, review_summary_md(r.eval_dir, preds))
         path = write_report(r.eval_dir, r.eval_dir / "report.html", title=f"Evaluation of {rid}")
         msg = f"{rid}: {m.get('dataset')}/{m.get('split')}, {m.get('n')} examples."
-        return (banner(msg, "ok"), rows, metrics_figure(m), groups_figure(m), str(path),
+        # red, not green: numbers under one name that mean different things must not look comparable
+        status_html = banner(f"{warning}\n{msg}", "error") if warning else banner(msg, "ok")
+        return (status_html, rows, metrics_figure(m), groups_figure(m), str(path),
                 sample_rows(preds, sort_by, term_text), preds, review_summary_md(r.eval_dir, preds))
 
     show.click(_show, [runs, sort, term],
@@ -197,7 +224,7 @@ def build(ctx: AppContext) -> None:
     samples.select(_select, [preds_state, sort, term], [detail_audio, detail_base, detail_tuned])
 
     @status_errors(1)
-    def _start(run_ids, dataset, split_name, lim):
+    def _start(run_ids, dataset, split_name, lim, norm):
         r = _run(ctx, _first(run_ids))
         dataset, split_name = (dataset or "").strip(), (split_name or "test").strip()
         # the boxes go through the resolvers of data.dataset / data.test_split at once, so a path
@@ -205,10 +232,11 @@ def build(ctx: AppContext) -> None:
         if dataset:
             checked_ref("dataset", dataset, ctx.workspace)
         checked_ref("split", split_name)
-        submit_job(r, "evaluate", {"dataset": dataset or None, "split": split_name, "limit": int(lim) or None})
+        submit_job(r, "evaluate", {"dataset": dataset or None, "split": split_name, "limit": int(lim) or None,
+                                   "normaliser": norm or WER_NORMALISER})
         return banner(f"Evaluation of {r.id} queued; press Show when it completes.", "ok")
 
-    start.click(_start, [runs, ds, split, limit], status)
+    start.click(_start, [runs, ds, split, limit, normaliser], status)
 
     timer = gr.Timer(3.0)
 

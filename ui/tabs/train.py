@@ -20,6 +20,7 @@ from engine import jobs
 from engine.config import RunConfig, diff_configs, iter_fields
 from engine.data.datasets import list_datasets
 from engine.errors import ConfigError
+from engine.eval.definitions import wer_name
 from engine.models.registry import list_models
 from engine.preflight import confined, load_config
 from engine.runs import Run, get_run, list_runs
@@ -112,7 +113,8 @@ def runs_table(ctx: AppContext) -> list[list[Any]]:
 
 
 def loss_figure(runs: list[Run]):
-    """Train loss, eval loss and (speech) WER against step; one colour per run."""
+    """Train loss, eval loss and (speech) WER against step; one colour per run. The WER is
+    named with the normaliser the training evaluation uses (engine.train.speech)."""
     fig = go.Figure()
     any_wer = False
     for i, run in enumerate(runs):
@@ -129,12 +131,12 @@ def loss_figure(runs: list[Run]):
         if wr:
             any_wer = True
             fig.add_trace(go.Scatter(x=[r["step"] for r in wr], y=[r["wer"] for r in wr], mode="lines+markers",
-                                     name=f"{tag}WER", yaxis="y2", line={"color": color, "dash": "dot"}))
+                                     name=f"{tag}{wer_name()}", yaxis="y2", line={"color": color, "dash": "dot"}))
     layout: dict[str, Any] = {"xaxis": {"title": {"text": "step"}}, "yaxis": {"title": {"text": "loss"}},
                               "margin": {"l": 50, "r": 50, "t": 30, "b": 40}, "height": 360,
                               "legend": {"orientation": "h"}}
     if any_wer:
-        layout["yaxis2"] = {"title": {"text": "WER"}, "overlaying": "y", "side": "right", "rangemode": "tozero"}
+        layout["yaxis2"] = {"title": {"text": wer_name()}, "overlaying": "y", "side": "right", "rangemode": "tozero"}
     fig.update_layout(**layout)
     return fig
 
