@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import math
+import re
 import reprlib
 import typing
 from dataclasses import dataclass, field
@@ -136,6 +137,45 @@ class EvalConfig:
                              "from the baseline.")
 
 
+#: Slurm names (partition, account): letters, digits and . _ - , (a comma lists several).
+_SLURM_NAME = r"[A-Za-z0-9_.,-]*"
+#: Slurm's --time forms: minutes, MM:SS, HH:MM:SS, D-HH, D-HH:MM, D-HH:MM:SS.
+_SLURM_TIME = r"(\d+(:\d{1,2}){0,2}|\d+-\d{1,2}(:\d{1,2}){0,2})?"
+#: One extra batch option per line: '#SBATCH --name[=value]', nothing a shell would run
+#: (the script is written from what a browser sent, so no quotes, $, backticks, ; | & < >).
+SBATCH_LINE = r"#SBATCH --[A-Za-z][A-Za-z0-9-]*(=[A-Za-z0-9_.,:=/@%+-]+)?"
+
+
+@dataclass
+class LaunchConfig:
+    where: str = _f("local", "Where the run trains: local = one process on this machine (the default); processes = "
+                    "several processes on this machine, one per GPU, started by `accelerate launch`; slurm = a "
+                    "batch job on a Slurm cluster (sbatch), which resumes by itself after preemption.",
+                    choices=["local", "processes", "slurm"])
+    processes: int = _f(2, "processes, slurm: training processes per node, one per GPU (on a CPU each gets its "
+                        "share of the cores). The global batch is batch_size x grad_accum x processes x nodes.",
+                        min=1, max=64)
+    strategy: str = _f("ddp", "How the processes share the work: ddp (each holds the whole model, gradients are "
+                       "averaged), fsdp (parameters, gradients and optimizer state sharded across GPUs), zero2 / "
+                       "zero3 (DeepSpeed ZeRO stage 2 / 3; needs the deepspeed extra). fsdp and zero need CUDA GPUs.",
+                       choices=["ddp", "fsdp", "zero2", "zero3"])
+    nodes: int = _f(1, "slurm: nodes to run on.", min=1, max=1024)
+    gpus_per_node: int = _f(0, "slurm: GPUs to request per node (--gpus-per-node); 0 = ask for none (a CPU "
+                            "partition).", min=0, max=64)
+    partition: str = _f("", "slurm: the partition to submit to (empty = the cluster's default).", max_len=128,
+                        pattern=_SLURM_NAME, pattern_help="letters, digits and . _ - ,")
+    account: str = _f("", "slurm: the account charged (empty = your default).", max_len=128,
+                      pattern=_SLURM_NAME, pattern_help="letters, digits and . _ - ,")
+    time_limit: str = _f("", "slurm: wall-time limit, e.g. 04:00:00 or 1-00:00:00 (empty = the partition's). "
+                         "Before it runs out the job checkpoints and goes back in the queue (with requeue on).",
+                         max_len=32, pattern=_SLURM_TIME, pattern_help="MM, HH:MM:SS or D-HH:MM:SS")
+    requeue: bool = _f(True, "slurm: when the job is preempted or nears its time limit, checkpoint and go back in "
+                       "the queue, then resume from that checkpoint.")
+    sbatch_extra: str = _f("", "slurm: extra batch options, one '#SBATCH --option=value' per line (e.g. "
+                           "#SBATCH --qos=high). Options only: nothing else is written into the script.",
+                           max_len=4000, lines=SBATCH_LINE, pattern_help="#SBATCH --option[=value]")
+
+
 @dataclass
 class RunConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
@@ -143,6 +183,7 @@ class RunConfig:
     lora: LoraConfig = field(default_factory=LoraConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
     eval: EvalConfig = field(default_factory=EvalConfig)
+    launch: LaunchConfig = field(default_factory=LaunchConfig)
 
     # ---- (de)serialisation -------------------------------------------------------------
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -168,7 +209,7 @@ class RunConfig:
         if d is None:
             d = {}
         if not isinstance(d, dict):
-            return cls(), ["top level: expected a mapping of sections (model, data, lora, train, eval)"]
+            return cls(), [f"top level: expected a mapping of sections ({', '.join(_SECTIONS)})"]
         sections = {name: _build_section(sec, d.get(name) or {}, name, problems) for name, sec in _SECTIONS.items()}
         for key in d:
             if key not in _SECTIONS:
@@ -198,7 +239,7 @@ class RunConfig:
 
 
 _SECTIONS = {"model": ModelConfig, "data": DataConfig, "lora": LoraConfig, "train": TrainConfig,
-             "eval": EvalConfig}
+             "eval": EvalConfig, "launch": LaunchConfig}
 
 
 def field_type(section: type, name: str) -> type:
@@ -275,6 +316,14 @@ def check_field(path: str, value: Any, meta: Any) -> list[str]:
     out = []
     if isinstance(value, str) and meta.get("max_len") is not None and len(value) > meta["max_len"]:
         return [f"{path}: must be at most {meta['max_len']:,} characters, got {len(value):,}"]
+    if isinstance(value, str) and meta.get("pattern") is not None and not re.fullmatch(meta["pattern"], value):
+        return [f"{path}: {_short(value)} is not valid here (expected {meta['pattern_help']})"]
+    if isinstance(value, str) and meta.get("lines") is not None:
+        bad = [(i, ln) for i, ln in enumerate(value.splitlines(), 1)
+               if ln.strip() and not re.fullmatch(meta["lines"], ln.strip())]
+        if bad:
+            i, ln = bad[0]
+            return [f"{path}: line {i}, {_short(ln.strip())}, is not of the form {meta['pattern_help']}"]
     if "choices" in meta and value not in meta["choices"]:
         out.append(f"{path}: must be one of {', '.join(map(str, meta['choices']))}, got {_short(value)}")
     if isinstance(value, float) and not math.isfinite(value):

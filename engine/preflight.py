@@ -12,6 +12,8 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import os
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +23,7 @@ from engine.data.datasets import saved_dataset
 from engine.data.folder import NAME
 from engine.data.shipped import SHIPPED
 from engine.errors import ConfigError, MedtuneError
+from engine.launch import sbatch, slurm
 from engine.models.availability import INSTALL, is_nemo_model, needs_cuda, nemo_installed
 from engine.models.registry import model_ref, resolve_model
 
@@ -197,4 +200,122 @@ def _cross_checks(cfg: RunConfig, workspace: Any, unusable: set[str] = frozenset
     if cfg.train.report_to != "none" and importlib.util.find_spec(cfg.train.report_to) is None:
         out.append(f"train.report_to: {cfg.train.report_to} is not installed "
                    f"(pip install {cfg.train.report_to})")
+    return out + launch_problems(cfg, workspace)
+
+
+def launch_problems(cfg: RunConfig, workspace: Any = None) -> list[str]:
+    """What stands between ``cfg.launch`` and a start: the strategy against the model and the
+    machine, and with a workspace (a run about to start) this machine's GPUs and cores, or the
+    Slurm cluster (its commands, partitions, nodes) and whether its nodes can write the run
+    folder. All checked before anything is launched or submitted."""
+    lc = cfg.launch
+    if lc.where == "local":
+        return []
+    out = []
+    if is_nemo_model(cfg.model.name):
+        out.append(f"launch.where: {cfg.model.name} trains through NeMo, which runs one process here; "
+                   "choose local")
+    if lc.strategy in ("zero2", "zero3") and importlib.util.find_spec("deepspeed") is None:
+        out.append(f"launch.strategy: {lc.strategy} needs DeepSpeed, which is not installed (pip install deepspeed)")
+    if lc.strategy != "ddp" and cfg.train.device == "cpu":
+        out.append(f"launch.strategy: {lc.strategy} shards the model across CUDA GPUs; on the CPU use ddp")
+    if lc.strategy in ("fsdp", "zero3") and cfg.model.quantization != "none":
+        out.append(f"launch.strategy: {lc.strategy} shards the weights, which is not supported for a quantized "
+                   "(QLoRA) model here; use ddp or zero2, or quantization none")
+    if workspace is None:
+        return out
+    if lc.where == "processes":
+        gpus = gpu_count()
+        if gpus and cfg.train.device != "cpu":
+            if lc.processes > gpus:
+                out.append(f"launch.processes: {lc.processes} processes, but this machine has {gpus} GPU(s): "
+                           "one process per GPU")
+        else:
+            cores = os.cpu_count() or 1
+            if lc.processes > cores:
+                out.append(f"launch.processes: {lc.processes} processes, but this machine has {cores} CPU cores: "
+                           "at most one process per core")
+            if lc.strategy != "ddp" and cfg.train.device != "cpu":
+                out.append(f"launch.strategy: {lc.strategy} needs CUDA GPUs and this machine has none; use ddp")
+        return out
+    return out + _slurm_problems(cfg, workspace)
+
+
+def gpu_count() -> int:
+    """NVIDIA GPUs on this machine, from the driver's /proc entries (no torch import)."""
+    gpus = Path("/proc/driver/nvidia/gpus")
+    return sum(1 for _ in gpus.iterdir()) if gpus.is_dir() else 0
+
+
+#: Filesystems that live on one machine: a Slurm node elsewhere cannot see a run folder on them.
+_NODE_LOCAL_FS = {"tmpfs", "ramfs", "devtmpfs"}
+
+
+def _slurm_problems(cfg: RunConfig, workspace: Any) -> list[str]:
+    lc = cfg.launch
+    missing = slurm.missing_commands()
+    if missing:
+        return [f"launch.where: slurm needs Slurm's commands on this machine; not found: {', '.join(missing)} "
+                f"({slurm.INSTALL_HINT})"]
+    out = []
+    if lc.strategy != "ddp" and lc.gpus_per_node == 0:
+        out.append(f"launch.gpus_per_node: {lc.strategy} runs on GPUs; ask for them (e.g. {lc.processes})")
+    if lc.gpus_per_node and lc.processes > lc.gpus_per_node:
+        out.append(f"launch.processes: {lc.processes} processes per node but {lc.gpus_per_node} GPU(s) per node "
+                   "asked for (one process per GPU)")
+    limit = sbatch.limit_seconds(lc.time_limit)
+    if lc.requeue and limit is not None and limit < 2 * sbatch.GRACE_S:
+        out.append(f"launch.time_limit: {lc.time_limit} leaves no time to train: with requeue on, the job checkpoints "
+                   f"and requeues itself {sbatch.GRACE_S // 60} minutes before its limit (ask for at least "
+                   f"{2 * sbatch.GRACE_S // 60} minutes, or turn requeue off)")
+    try:
+        parts = slurm.partitions()
+    except MedtuneError as e:
+        return out + [f"launch.where: cannot reach the Slurm cluster: {e.message}"]
+    known = ", ".join(sorted(parts)) or "none"
+    names = [p for p in lc.partition.split(",") if p] or [p for p, info in parts.items() if info.default][:1]
+    if not names:
+        out.append(f"launch.partition: the cluster has no default partition; name one (known: {known})")
+    for name in names:
+        if name not in parts:
+            out.append(f"launch.partition: no partition '{name}' on this cluster (known: {known})")
+        elif lc.nodes > parts[name].nodes:
+            out.append(f"launch.nodes: {lc.nodes} nodes, but partition '{name}' has {parts[name].nodes}")
+        elif limit is not None and parts[name].max_time not in ("", "UNLIMITED") \
+                and limit > (sbatch.limit_seconds(parts[name].max_time) or limit):
+            # Slurm accepts such a job and lets it wait forever (reason PartitionTimeLimit)
+            out.append(f"launch.time_limit: {lc.time_limit} is longer than partition '{name}' allows "
+                       f"({parts[name].max_time})")
+    runs = Path(workspace.runs)
+    fs = filesystem_type(runs)
+    if fs in _NODE_LOCAL_FS:
+        out.append(f"launch.where: the workspace's runs folder {runs} is on {fs}, which lives on this machine "
+                   "only; Slurm's nodes could not write the run there. Put the workspace on a filesystem the nodes "
+                   "share (--workspace or MEDTUNE_WORKSPACE)")
+    else:
+        try:
+            runs.mkdir(parents=True, exist_ok=True)
+            with tempfile.NamedTemporaryFile(dir=runs, prefix=".write-check-"):
+                pass
+        except OSError as e:
+            out.append(f"launch.where: the job could not write its run folder under {runs} "
+                       f"({e.strerror or e}); choose a writable workspace on a filesystem the nodes share")
     return out
+
+
+def filesystem_type(path: Path) -> str:
+    """The type of the filesystem holding ``path`` (its longest mount point in /proc/mounts)."""
+    path = Path(os.path.realpath(path))
+    best, kind = "", ""
+    try:
+        lines = Path("/proc/mounts").read_text().splitlines()
+    except OSError:
+        return ""
+    for line in lines:
+        parts = line.split()
+        if len(parts) < 3:
+            continue
+        mount = parts[1].replace("\\040", " ")
+        if (str(path) == mount or str(path).startswith(mount.rstrip("/") + "/")) and len(mount) >= len(best):
+            best, kind = mount, parts[2]
+    return kind

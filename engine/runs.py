@@ -12,6 +12,8 @@ Layout (see DESIGN.md)::
       adapter/        final PEFT adapter;  model/ for a full fine-tune
       eval/  export/  written by the evaluate / export jobs
       jobs/<kind>.stop  a stop request for the running job (see engine.jobs.queue.stop)
+      jobs/ranks/<rank>.json  each training process's host, pid and outcome (several processes)
+      launch/         accelerate.yaml and job.sbatch of a multi-process or Slurm run (engine.launch)
 
 A running job's status has one writer, its process (engine.jobs.queue says where the queue
 writes instead); the UI and CLI read the folder and ask for a stop, which is what lets a page
@@ -25,6 +27,7 @@ import json
 import logging
 import re
 import shutil
+import socket
 import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
@@ -43,6 +46,8 @@ from engine.workspace import Workspace
 
 #: The jobs' states that still hold (or wait for) a device.
 ACTIVE = ("queued", "running")
+#: This machine's name, as a job records it in its status ("host").
+HOST = socket.gethostname()
 #: The job log: engine.jobs.runtime sends it to stdout, which is job.log.
 LOG = logging.getLogger("medtune.job")
 
@@ -80,13 +85,20 @@ class JobContext:
     its params, ``progress`` (the status), ``log`` (job.log) and ``should_stop``. An entry
     point that never asks should_stop() is stopped where it is (SIGTERM raises JobStopped);
     once it asks, it stops itself at a safe point by raising JobStopped. The defaults suit a
-    call in-process (tests, notebooks): no status, no stop."""
+    call in-process (tests, notebooks): no status, no stop.
+
+    ``worker``: this process is one rank of a launch of ``world_size`` processes
+    (engine.launch): it trains its share and leaves the run's status to the supervisor; the
+    ranks agree on a stop at a step end, never one alone before the loop."""
 
     run: Run
     params: dict[str, Any] = field(default_factory=dict)
     progress: Progress = lambda fraction, message: None
     log: Callable[[str], None] = LOG.info
     should_stop: Callable[[], bool] = lambda: False
+    worker: bool = False
+    rank: int = 0
+    world_size: int = 1
 
     @property
     def workspace(self) -> Workspace:
@@ -195,13 +207,17 @@ class Run:
         st = self.raw_status(kind)
         if not st:
             return {}
-        if st.get("state") == "running" and not pid_alive(st.get("pid"), st.get("pid_started")):
+        # a job on another machine (a Slurm node) is checked by engine.jobs.slurm, not by its pid here
+        if st.get("state") == "running" and st.get("host", HOST) == HOST \
+                and not pid_alive(st.get("pid"), st.get("pid_started")):
             st = dict(st, state="failed", reason=Reason.KILLED,
                       error="The job process ended without reporting back (killed, or the machine restarted).",
                       hint="Resume the run: it continues from its last checkpoint.")
         st.setdefault("kind", kind)
         reason = st.get("reason")
         st["label"] = f"{st.get('state', '?')} ({reason})" if reason else st.get("state", "?")
+        if st.get("state") == "queued" and st.get("slurm_reason"):  # waiting in Slurm's queue, and why
+            st["label"] = f"pending (Slurm: {st['slurm_reason']})"
         return st
 
     def write_status(self, kind: str = "train", /, **fields: Any) -> dict[str, Any]:
@@ -283,6 +299,7 @@ class Run:
             "model": head.get(("model", "name"), ""),
             "data": head.get(("data", "dataset"), ""),
             "state": st.get("label", ""),
+            "where": st.get("where") or "this machine",
             "progress": round(float(st.get("progress") or 0.0), 3),
             "best_eval_loss": round(min(evals), 4) if evals else None,
             "best_wer": round(min(wers), 4) if wers else None,

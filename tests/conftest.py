@@ -14,6 +14,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 from extras import PROBES, required_extras, verdict  # noqa: E402
+from slurm_cluster import slurm_cluster  # noqa: E402,F401 - the real single-node Slurm fixture
 
 import engine  # noqa: E402,F401 - OpenMP passive wait before any test imports torch (engine/__init__.py)
 

@@ -76,8 +76,8 @@ def _follow(run) -> int:
             bar(st.get("progress"), st.get("message", st.get("label", "")))
             if st.get("state") not in ACTIVE:
                 break
-            if st.get("state") == "queued":
-                jobs.schedule(run.workspace)
+            if st.get("state") == "queued" or st.get("slurm_job_id"):
+                jobs.schedule(run.workspace)  # starts queued jobs; merges Slurm's view of a Slurm run
             time.sleep(1.0)
     except KeyboardInterrupt:
         print(f"\ndetached; the job keeps running. Stop it with: medtune runs stop {run.id}", file=sys.stderr)
@@ -118,7 +118,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     if not rows:
         print("no runs yet")
         return 0
-    cols = ("run", "state", "progress", "model", "data", "best_eval_loss", "best_wer")
+    cols = ("run", "state", "where", "progress", "model", "data", "best_eval_loss", "best_wer")
     print("  ".join(f"{c:<14}" if c != "run" else f"{c:<40}" for c in cols))
     for r in rows:
         print("  ".join((f"{str(r[c]):<40}" if c == "run" else f"{'' if r[c] is None else str(r[c]):<14}")

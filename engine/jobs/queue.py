@@ -33,7 +33,9 @@ import psutil
 
 from engine import atomic, preflight
 from engine.errors import MedtuneError
+from engine.jobs import cluster
 from engine.jobs.reasons import NO_RETRY
+from engine.launch.processes import describe
 from engine.models.loader import pick_device
 from engine.models.registry import resolve_model
 from engine.runs import ACTIVE, Reason, Run, create_run, now_iso, pid_alive
@@ -97,6 +99,15 @@ def _queued(d: Path, run: Run, kind: str) -> list[Path]:
     return [q for q, e in entries if (e.get("run"), e.get("kind")) == (run.id, kind)]
 
 
+def _where(run: Run, kind: str) -> str:
+    """Where the job will run, in words for the runs table (engine.launch.processes.describe)."""
+    try:
+        cfg = run.config()
+    except MedtuneError:
+        return "this machine"
+    return describe(cfg) if kind == "train" else "this machine"
+
+
 def _enqueue(run: Run, kind: str, params: dict[str, Any]) -> None:
     if kind not in JOB_KINDS:
         raise MedtuneError(f"Unknown job kind '{kind}' (known: {', '.join(JOB_KINDS)}).")
@@ -116,7 +127,7 @@ def _enqueue_locked(d: Path, run: Run, kind: str, params: dict[str, Any], not_be
     atomic.write_json(run.path / "jobs" / f"{kind}.params.json", params)
     run.stop_path(kind).unlink(missing_ok=True)  # a request that came after the last job ended
     fields = dict(state="queued", queued=now_iso(), kind=kind, pid=None, pid_started=None, reason=None,
-                  error=None, hint=None, ended=None, message="queued")
+                  error=None, hint=None, ended=None, message="queued", where=_where(run, kind))
     fields.update(status)
     run.write_status(kind, **fields)
     entry = {"run": run.id, "kind": kind, "device": _device_of(run), "queued": time.time(),
@@ -151,6 +162,7 @@ def schedule(workspace: Workspace) -> list[Run]:
     """
     started: list[Run] = []
     with locked(workspace) as d:
+        cluster.poll(d, workspace.runs)
         busy = set()
         for slot in d.glob("active-*.json"):
             info = read_json(slot)
@@ -248,16 +260,32 @@ def _spawn(run: Run, kind: str) -> tuple[int, float]:
 
 # ---- public API ---------------------------------------------------------------------------
 def launch(workspace: Workspace, cfg, name: str | None = None) -> Run:
-    """Create a run folder for ``cfg`` and start (or queue) its training job."""
+    """Create a run folder for ``cfg`` and start (or queue) its training job; a run with
+    ``launch.where: slurm`` is submitted to Slurm instead of this machine's queue."""
     preflight.check(cfg, workspace)
     run = create_run(workspace, cfg, name)
     try:
-        _enqueue(run, "train", {"resume": False})
+        _start(run, "train", {"resume": False})
     except BaseException as err:
         run.write_status("train", state="failed", reason=Reason.ERROR, error=f"could not queue the job: {err}")
         raise
     schedule(workspace)
     return run
+
+
+def _start(run: Run, kind: str, params: dict[str, Any]) -> None:
+    """Queue the job here, or submit it to Slurm when the run trains there."""
+    if kind == "train" and run.config().launch.where == "slurm":
+        env = job_environment(run.config())
+        with locked(run.workspace) as d:
+            # (a job that recorded its end may still be finishing in Slurm: that one is no obstacle)
+            state = run.status(kind).get("state")
+            if state == "running" or (state == "queued" and cluster.submitted(d, run, kind)):
+                raise MedtuneError(f"A {kind} job for {run.id} is already in Slurm's queue or running.",
+                                   hint="Stop it first, or wait for it to finish.")
+            cluster.submit(d, run, kind, params, env)
+        return
+    _enqueue(run, kind, params)
 
 
 def submit(run: Run, kind: str, params: dict | None = None) -> None:
@@ -273,7 +301,7 @@ def resume(run: Run) -> None:
         raise MedtuneError(f"{run.id} is {st['state']}; only a stopped or failed run can be resumed.")
     if st.get("state") == "completed":
         raise MedtuneError(f"{run.id} already completed.")
-    _enqueue(run, "train", {"resume": True})
+    _start(run, "train", {"resume": True})
     schedule(run.workspace)
 
 
@@ -286,6 +314,10 @@ def stop(run: Run, force: bool = False, kind: str = "train") -> None:
     job process is left to do it, and under the lock, so that a schedule() meanwhile neither
     starts the cancelled job nor takes the killed one for a crash (and auto-resumes it).
     """
+    if kind == "train" and cluster.is_slurm(run) and run.status(kind).get("state") in ACTIVE:
+        with locked(run.workspace):
+            cluster.stop(run, kind, force)
+        return
     with locked(run.workspace) as d:
         queued = _queued(d, run, kind)
         for q in queued:
@@ -321,6 +353,6 @@ def wait(run: Run, kind: str = "train", timeout: float | None = None, poll: floa
             return st
         if end is not None and time.time() > end:
             raise TimeoutError(f"{run.id} still {st.get('state')} after {timeout}s")
-        if st.get("state") == "queued":
-            schedule(run.workspace)
+        if st.get("state") == "queued" or st.get("slurm_job_id"):
+            schedule(run.workspace)  # starts queued jobs; merges Slurm's view of a Slurm run
         time.sleep(poll)

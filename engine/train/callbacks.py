@@ -13,6 +13,7 @@ import math
 import time
 from typing import Any
 
+import torch
 from transformers import TrainerCallback
 
 from engine import atomic
@@ -36,8 +37,9 @@ def fmt_eta(seconds: float | None) -> str:
 
 
 class MetricsCallback(TrainerCallback):
-    def __init__(self, run: Run, clock: Clock, counter: Counter, unit: str):
+    def __init__(self, run: Run, clock: Clock, counter: Counter, unit: str, world_size: int = 1):
         self.run, self.clock, self.counter, self.unit = run, clock, counter, unit
+        self.world_size = world_size
         self._t0 = time.time()
 
     def _rate(self) -> float | None:
@@ -45,7 +47,8 @@ class MetricsCallback(TrainerCallback):
         # counts jump around and would often read zero.
         count = self.counter.tokens if self.unit == "tokens" else self.counter.samples
         dt = time.time() - self._t0
-        return count / dt if dt > 0 and count else None
+        # rank 0 counts its own batches; the ranks share the data evenly, so the run's rate is world x
+        return count * self.world_size / dt if dt > 0 and count else None
 
     def _write(self, row: dict[str, Any]) -> None:
         atomic.append_line(self.run.metrics_path, json.dumps({k: _num(v) for k, v in row.items()}))
@@ -74,14 +77,27 @@ class MetricsCallback(TrainerCallback):
 
 
 class StopCallback(TrainerCallback):
-    """Ends training after the current step when a graceful stop was requested."""
+    """Ends training after the current step when a graceful stop was requested.
 
-    def __init__(self, should_stop):
+    With several processes the ranks must stop at the same step, or the ones still training
+    wait forever in their next collective: each rank's answer is all-reduced (max), so a
+    request seen by any rank stops them all, at one step, with one checkpoint."""
+
+    def __init__(self, should_stop, world_size: int = 1):
         self.should_stop = should_stop
+        self.world_size = world_size
         self.stopped_at: int | None = None
 
+    def _agreed(self, device) -> bool:
+        stop = bool(self.should_stop())
+        if self.world_size > 1:
+            flag = torch.tensor([int(stop)], device=device)
+            torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+            stop = bool(flag.item())
+        return stop
+
     def on_step_end(self, args, state, control, **kw):
-        if self.should_stop():
+        if self._agreed(args.device):
             control.should_save = True  # the resume point is this very step
             control.should_training_stop = True
             self.stopped_at = state.global_step

@@ -41,7 +41,8 @@ def run(ctx: JobContext) -> None:
     in_loop = [False]
 
     def progress(fraction, message):  # before the loop, a stop ends the job at once
-        if not in_loop[0] and ctx.should_stop():
+        # (one rank alone must not: the others would wait for it; ranks stop together in the loop)
+        if not in_loop[0] and ctx.world_size == 1 and ctx.should_stop():
             raise JobStopped()
         ctx.progress(fraction, message)
 
@@ -49,7 +50,7 @@ def run(ctx: JobContext) -> None:
     device = pick_device(cfg)
     flags = precision_flags(cfg, device)
 
-    rp = resume_point(run, bool(ctx.params.get("resume")), log)
+    rp = resume_point(run, bool(ctx.params.get("resume")), log, writer=ctx.rank == 0)
     ckpt = rp.checkpoint
 
     progress(0.0, "loading data")
@@ -109,9 +110,9 @@ def run(ctx: JobContext) -> None:
 
     trainer = _trainer(cfg, run, model, proc, train_ds, eval_ds, collator, flags, device, kind)
     clock = rp.clock()
-    stop_cb = StopCallback(ctx.should_stop)
+    stop_cb = StopCallback(ctx.should_stop, ctx.world_size)
     # order matters: the speech eval callback fills eval_wer before MetricsCallback writes the row
-    for cb in callbacks + [MetricsCallback(run, clock, counter, unit), stop_cb,
+    for cb in callbacks + [MetricsCallback(run, clock, counter, unit, ctx.world_size), stop_cb,
                            ProgressCallback(scaled(progress, 0.1, 0.99), clock)]:
         trainer.add_callback(cb)
 
@@ -121,12 +122,16 @@ def run(ctx: JobContext) -> None:
     log(f"training{f' from {ckpt.name}' if ckpt else ''}")
     in_loop[0] = True  # from here a stop request finishes the step and checkpoints (StopCallback)
     result = trainer.train(resume_from_checkpoint=str(ckpt) if ckpt else None)
-    if stop_cb.stopped_at is not None or ctx.should_stop():
+    # ranks decide together (StopCallback's agreed answer); one process may also take a late request
+    if stop_cb.stopped_at is not None or (ctx.world_size == 1 and ctx.should_stop()):
         log(f"stopped at step {trainer.state.global_step}; checkpoint saved")
         raise JobStopped()
-    last_eval = max((r["step"] for r in run.metrics() if "eval_loss" in r), default=-1)
+    # from the Trainer's own history, which every rank holds alike (evaluate is collective)
+    last_eval = max((r["step"] for r in trainer.state.log_history if "eval_loss" in r), default=-1)
     if eval_ds is not None and last_eval != trainer.state.global_step:
         trainer.evaluate()
+    if not trainer.is_world_process_zero():
+        return  # rank 0 alone writes the run folder
     progress(0.99, "saving adapter")
     target = run.model_dir if cfg.lora.full_finetune else run.adapter_dir
     with atomic_dir(target, overwrite=True) as tmp:
@@ -165,6 +170,8 @@ def _trainer(cfg: RunConfig, run: Run, model, proc, train_ds, eval_ds, collator,
         bf16=flags["bf16"],
         fp16=flags["fp16"],
         use_cpu=device == "cpu",
+        # LoRA trains every adapter weight each step, so DDP need not search for unused ones
+        ddp_find_unused_parameters=False,
         train_sampling_strategy="group_by_length",
         length_column_name="length",
         remove_unused_columns=False,

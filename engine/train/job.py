@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib
 
+from engine.launch.processes import supervise
 from engine.runs import JobContext, JobStopped
 
 #: Asked in order; the first whose handles() says yes trains the run (transformers: anything).
@@ -27,7 +28,13 @@ def backend_for(model_name: str):
 
 
 def run(ctx: JobContext) -> None:
-    """Entry point of ``python -m engine.jobs RUN_DIR --kind train``."""
-    if ctx.should_stop():  # asking first: from here on a stop waits for the backend's safe point
+    """Entry point of ``python -m engine.jobs RUN_DIR --kind train`` (and of each rank's
+    ``--worker`` process). A run with ``launch.where`` processes or slurm is supervised here:
+    the backend then runs in the workers that engine.launch starts."""
+    cfg = ctx.run.config()
+    if cfg.launch.where != "local" and not ctx.worker:
+        supervise(ctx, cfg)
+        return
+    if not ctx.worker and ctx.should_stop():  # asking first: from here on a stop waits for a safe point
         raise JobStopped()
-    backend_for(ctx.run.config().model.name).run(ctx)
+    backend_for(cfg.model.name).run(ctx)

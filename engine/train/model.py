@@ -8,6 +8,7 @@ trainable-parameter selection.
 
 from __future__ import annotations
 
+import os
 import re
 from typing import Any
 
@@ -24,15 +25,19 @@ _HEADS = {"lm_head", "proj_out", "embed_out", "output", "score", "classifier"}
 
 
 def pick_device(cfg: RunConfig) -> str:
-    return loader.pick_device(cfg.train.device, CudaRequired(
+    """The device this process trains on: under a launcher (LOCAL_RANK set) each rank of a node
+    takes its own GPU, so the model (a quantized one is placed at load time) lands there."""
+    device = loader.pick_device(cfg.train.device, CudaRequired(
         "train.device is cuda but no CUDA GPU is available on this machine.",
         hint="Set train.device: auto (or cpu)."))
+    local_rank = os.environ.get("LOCAL_RANK")
+    return f"cuda:{local_rank}" if device == "cuda" and local_rank else device
 
 
 def precision_flags(cfg: RunConfig, device: str) -> dict[str, bool]:
     """TrainingArguments bf16/fp16 flags; bf16/fp16 mixed precision is GPU-only here."""
     p = cfg.train.precision
-    if p in ("bf16", "fp16") and device != "cuda":
+    if p in ("bf16", "fp16") and not device.startswith("cuda"):
         raise CudaRequired(f"train.precision {p} needs a CUDA GPU; this run is on the CPU.",
                            hint="Set train.precision: auto or fp32 to train on the CPU.")
     if p == "auto":

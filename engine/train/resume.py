@@ -51,15 +51,18 @@ class ResumePoint:
         return Clock(self.elapsed_s, self.start_step)
 
 
-def resume_point(run: Run, resume: bool, log: Callable[[str], None]) -> ResumePoint:
-    if resume:
+def resume_point(run: Run, resume: bool, log: Callable[[str], None], writer: bool = True) -> ResumePoint:
+    """``writer``: this process tidies the run folder (one of several ranks: rank 0 alone; the
+    others only read, and skip incomplete checkpoints as well)."""
+    if resume and writer:
         run.remove_incomplete_checkpoints(log)
     ckpt = run.latest_checkpoint() if resume else None
     if resume and ckpt is None:
         log("no complete checkpoint yet: starting from the beginning")
     start_step = int(ckpt.name.split("-")[1]) if ckpt else 0
-    dropped = run.truncate_metrics(start_step if ckpt else -1)
-    if dropped:
-        log(f"dropped {dropped} metrics line(s) past step {start_step} (they will be recomputed)")
-    prev = [r for r in run.metrics() if r.get("elapsed_s") is not None]
+    if writer:
+        dropped = run.truncate_metrics(start_step if ckpt else -1)
+        if dropped:
+            log(f"dropped {dropped} metrics line(s) past step {start_step} (they will be recomputed)")
+    prev = [r for r in run.metrics() if r.get("elapsed_s") is not None and r.get("step", 0) <= start_step]
     return ResumePoint(ckpt, start_step, float(prev[-1]["elapsed_s"]) if prev else 0.0)

@@ -31,8 +31,9 @@ from ui.context import AppContext
 POLL_SECONDS = 2.0
 RECIPES_DIR = ASSETS / "recipes"
 DEFAULTS = "(defaults)"
-SECTION_TITLES = {"model": "Model", "data": "Data", "lora": "LoRA", "train": "Training", "eval": "Evaluation"}
-TABLE_COLS = ["run", "state", "progress", "model", "data", "best_eval_loss", "best_wer"]
+SECTION_TITLES = {"model": "Model", "data": "Data", "lora": "LoRA", "train": "Training", "eval": "Evaluation",
+                  "launch": "Where to run"}
+TABLE_COLS = ["run", "state", "where", "progress", "model", "data", "best_eval_loss", "best_wer"]
 
 
 def recipe_choices() -> list[str]:
@@ -65,6 +66,8 @@ def _component(ctx: AppContext, section: str, name: str, typ: type, value: Any, 
     if typ in (int, float):
         return gr.Number(value=value, label=label, info=info, precision=0 if typ is int else None,
                          minimum=meta.get("min"), maximum=meta.get("max"), elem_id=key)
+    if "lines" in meta:  # one entry per line (launch.sbatch_extra)
+        return gr.Textbox(value=value, label=label, info=info, lines=2, max_lines=12, elem_id=key)
     return gr.Textbox(value=value, label=label, info=info, elem_id=key)
 
 
