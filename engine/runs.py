@@ -12,6 +12,7 @@ Layout (see DESIGN.md)::
       adapter/        final PEFT adapter;  model/ for a full fine-tune
       eval/  export/  written by the evaluate / export jobs
       jobs/<kind>.stop  a stop request for the running job (see engine.jobs.queue.stop)
+      rehearsal.json  marks a rehearsal (random weights at real shapes) and holds its result
       jobs/ranks/<rank>.json  each training process's host, pid and outcome (several processes)
       launch/         accelerate.yaml and job.sbatch of a multi-process or Slurm run (engine.launch)
 
@@ -166,6 +167,18 @@ class Run:
     def model_dir(self) -> Path:
         """Full fine-tunes save the whole model here instead of adapter/."""
         return self.path / "model"
+
+    @property
+    def rehearsal_path(self) -> Path:
+        """A rehearsal's spec and result (engine.train.rehearsal); its presence marks the run."""
+        return self.path / "rehearsal.json"
+
+    def rehearsal(self) -> dict[str, Any]:
+        """The rehearsal spec (with its result once done), {} for an ordinary run."""
+        try:
+            return json.loads(self.rehearsal_path.read_text())
+        except (OSError, ValueError):
+            return {}
 
     @property
     def eval_dir(self) -> Path:
@@ -351,6 +364,15 @@ def config_head(path: Path, wanted: tuple[tuple[str, str], ...]) -> dict[tuple[s
     except yaml.YAMLError:  # the read stopped mid-value, or the file is not YAML
         pass
     return found
+
+
+def rehearsal_words(spec: dict[str, Any]) -> str:
+    """'rehearsal, 2 of 32 layers, random weights': a rehearsal run in the runs table's words."""
+    of = spec.get("of_layers") or {}
+    total = max(of.values(), default=None)
+    layers = spec.get("layers")
+    depth = f"{layers} of {total} layers" if layers and total and layers < total else "full depth"
+    return f"rehearsal, {depth}, random weights"
 
 
 def list_runs(workspace) -> list[Run]:

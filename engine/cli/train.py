@@ -13,10 +13,12 @@ import time
 from engine import jobs
 from engine.cli.common import workspace
 from engine.config import parse_overrides
+from engine.errors import MedtuneError
 from engine.eval.definitions import wer_name
 from engine.preflight import load_config
 from engine.progress import tqdm_progress
 from engine.runs import ACTIVE, get_run, list_runs
+from engine.train.rehearsal_spec import rehearsal_config
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -30,6 +32,26 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="override a config value, e.g. --set train.max_steps=20 (repeatable)")
     p.add_argument("--detach", action="store_true", help="return right after launching")
     p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("rehearse", help="rehearse a recipe at its model's real shapes with random weights",
+                       description="Build the recipe's model architecture from its published config facts "
+                                   "(assets/architectures) with random weights, in the recipe's dtype and "
+                                   "quantization, train a few steps on a shipped dataset, merge and generate; "
+                                   "reports trainable parameters, peak memory (weights / LoRA + optimizer / "
+                                   "activations) and seconds per step. The run shows like any run, marked "
+                                   "rehearsal.")
+    p.add_argument("config", help="run config YAML, usually a GPU recipe from assets/recipes/")
+    p.add_argument("--layers", type=int, default=2,
+                   help="transformer layers to build (default 2, at full width and vocabulary); 0 = all")
+    p.add_argument("--length", type=int, default=256, help="tokens per training example (default 256)")
+    p.add_argument("--steps", type=int, default=3, help="optimizer steps (default 3)")
+    p.add_argument("--batch", type=int, help="examples per step (default: the recipe's batch_size)")
+    p.add_argument("--dataset", help="dataset to read rows from (default: med-qa, or med-dictation for speech)")
+    p.add_argument("--name", help="run name (default: model-dataset)")
+    p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
+                   help="override a recipe value first, e.g. --set model.quantization=8bit")
+    p.add_argument("--detach", action="store_true", help="return right after launching")
+    p.set_defaults(func=cmd_rehearse)
 
     r = sub.add_parser("runs", help="list, inspect, stop and resume training runs")
     rs = r.add_subparsers(dest="runs_command", metavar="ACTION")
@@ -65,6 +87,36 @@ def cmd_train(args: argparse.Namespace) -> int:
     if args.detach:
         return 0
     return _follow(run)
+
+
+def cmd_rehearse(args: argparse.Namespace) -> int:
+    ws = workspace(args)
+    cfg = load_config(args.config)
+    if args.set:
+        cfg = cfg.with_overrides(parse_overrides(args.set))
+    for flag, value, low in (("--layers", args.layers, 0), ("--length", args.length, 8), ("--steps", args.steps, 1),
+                             ("--batch", args.batch, 1)):
+        if value is not None and value < low:
+            raise MedtuneError(f"{flag} must be at least {low}, got {value}")
+    rcfg, spec = rehearsal_config(cfg, layers=args.layers or None, length=args.length, steps=args.steps,
+                                  batch=args.batch, dataset=args.dataset)
+    run = jobs.launch(ws, rcfg, name=args.name, rehearsal=spec)
+    print(f"rehearsal {run.id} ({run.status().get('where')}) in {run.path}")
+    if args.detach:
+        return 0
+    code = _follow(run)
+    result = run.rehearsal().get("result")
+    if result:
+        mem = result["memory"]
+        gib = 2 ** 30
+        print(f"  trainable params {result['trainable_params']:,} of {result['total_params']:,}")
+        print(f"  peak memory {mem['peak'] / gib:.2f} GiB = weights {mem['weights'] / gib:.2f} + LoRA and optimizer "
+              f"{mem['lora_and_optimizer'] / gib:.2f} + activations {mem['activations'] / gib:.2f} "
+              f"({mem['measured_by']})")
+        done = "merged and generated" if result.get("merged") else "generated"
+        print(f"  {mem['s_per_step']:.2f} s/step on {result['device']}; built in {result['build_s']} s; {done} "
+              f"{len(result['generated_tokens'])} tokens in {result['merge_and_generate_s']} s")
+    return code
 
 
 def _follow(run) -> int:

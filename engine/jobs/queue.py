@@ -38,7 +38,7 @@ from engine.jobs.reasons import NO_RETRY
 from engine.launch.processes import describe
 from engine.models.loader import pick_device
 from engine.models.registry import resolve_model
-from engine.runs import ACTIVE, Reason, Run, create_run, now_iso, pid_alive
+from engine.runs import ACTIVE, Reason, Run, create_run, now_iso, pid_alive, rehearsal_words
 from engine.workspace import REPO_ROOT, Workspace
 
 #: Each kind's entry point, ``run(ctx: engine.runs.JobContext)``, by name: the queue imports
@@ -105,7 +105,10 @@ def _where(run: Run, kind: str) -> str:
         cfg = run.config()
     except MedtuneError:
         return "this machine"
-    return describe(cfg) if kind == "train" else "this machine"
+    if kind != "train":
+        return "this machine"
+    spec = run.rehearsal()
+    return describe(cfg) + (f" ({rehearsal_words(spec)})" if spec else "")
 
 
 def _enqueue(run: Run, kind: str, params: dict[str, Any]) -> None:
@@ -259,11 +262,15 @@ def _spawn(run: Run, kind: str) -> tuple[int, float]:
 
 
 # ---- public API ---------------------------------------------------------------------------
-def launch(workspace: Workspace, cfg, name: str | None = None) -> Run:
+def launch(workspace: Workspace, cfg, name: str | None = None, *, rehearsal: dict[str, Any] | None = None) -> Run:
     """Create a run folder for ``cfg`` and start (or queue) its training job; a run with
-    ``launch.where: slurm`` is submitted to Slurm instead of this machine's queue."""
+    ``launch.where: slurm`` is submitted to Slurm instead of this machine's queue.
+    ``rehearsal``: the spec of a rehearsal (random weights at the model's real shapes,
+    engine.train.rehearsal), written into the run before its job starts."""
     preflight.check(cfg, workspace)
     run = create_run(workspace, cfg, name)
+    if rehearsal is not None:
+        atomic.write_json(run.rehearsal_path, rehearsal)
     try:
         _start(run, "train", {"resume": False})
     except BaseException as err:

@@ -112,9 +112,12 @@ def build_random(f: dict[str, Any], *, dtype, quant: str = "none", device: str =
         model.tie_weights()
     _rope_buffers(model, device)
     if qcfg is not None:  # what from_pretrained records on a quantized model, for peft and the Trainer
+        from transformers.quantizers import AutoHfQuantizer  # noqa: PLC0415
+
         model.config.quantization_config = qcfg
         setattr(model, "is_loaded_in_4bit" if quant == "4bit" else "is_loaded_in_8bit", True)
         model.is_quantized = True
+        model.hf_quantizer = AutoHfQuantizer.from_config(qcfg, pre_quantized=False)
     model.config.use_cache = False
     return model
 

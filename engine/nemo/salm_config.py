@@ -67,7 +67,8 @@ def optim_blocks(train: Any, max_steps: int) -> dict:
 
 
 def fastconformer_perception(*, llm_hidden: int, d_model: int = 64, n_layers: int = 2, n_heads: int = 2,
-                             features: int = 80, subsampling_factor: int = 8) -> dict:
+                             features: int = 80, subsampling_factor: int = 8, ff_expansion_factor: int = 2,
+                             subsampling_conv_channels: int | None = None, conv_kernel_size: int = 9) -> dict:
     """A FastConformer ``perception`` block built from config (no pretrained ASR download).
 
     FastConformer = Conformer with depthwise-striding 8x subsampling, as in Canary; the sizes
@@ -83,10 +84,11 @@ def fastconformer_perception(*, llm_hidden: int, d_model: int = 64, n_layers: in
                          "pad_to": 0, "log": True, "frame_splicing": 1, "window": "hann"},
         "encoder": {"_target_": "nemo.collections.asr.modules.ConformerEncoder", "feat_in": features,
                     "feat_out": -1, "n_layers": n_layers, "d_model": d_model, "subsampling": "dw_striding",
-                    "subsampling_factor": subsampling_factor, "subsampling_conv_channels": max(8, d_model // 2),
-                    "ff_expansion_factor": 2, "self_attention_model": "rel_pos", "n_heads": n_heads,
+                    "subsampling_factor": subsampling_factor,
+                    "subsampling_conv_channels": subsampling_conv_channels or max(8, d_model // 2),
+                    "ff_expansion_factor": ff_expansion_factor, "self_attention_model": "rel_pos", "n_heads": n_heads,
                     "att_context_size": [-1, -1], "xscaling": True, "untie_biases": True,
-                    "pos_emb_max_len": 5000, "conv_kernel_size": 9, "conv_norm_type": "batch_norm",
+                    "pos_emb_max_len": 5000, "conv_kernel_size": conv_kernel_size, "conv_norm_type": "batch_norm",
                     "dropout": 0.0, "dropout_pre_encoder": 0.0, "dropout_emb": 0.0, "dropout_att": 0.0},
         "modality_adapter": {"_target_": "nemo.collections.speechlm2.modules.perception.IdentityConnector",
                              "d_model": d_model},

@@ -11,7 +11,7 @@ from __future__ import annotations
 import math
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable, Sequence
 
 from transformers import Trainer, TrainingArguments, set_seed
 
@@ -38,6 +38,16 @@ def handles(model_name: str) -> bool:  # noqa: ARG001 - the fallback: engine.tra
 
 def run(ctx: JobContext) -> None:
     """Train (or resume) the run; raises JobStopped on a graceful stop."""
+    train(ctx)
+
+
+def train(ctx: JobContext, *, load: Callable[..., tuple[Any, Any, str]] = load_base,
+          callbacks: Sequence[Any] = (), after: Callable[..., None] | None = None,
+          batch_map: Callable[[dict], dict] | None = None) -> None:
+    """:func:`run`, with the parts a rehearsal (engine.train.rehearsal) swaps: ``load(cfg, kind,
+    device)`` gives (model, tokenizer or processor, path), ``callbacks`` join the Trainer's,
+    ``batch_map`` rewrites each collated batch, and ``after(model, proc, trainer)`` runs on
+    rank 0 once the adapter is saved."""
     in_loop = [False]
 
     def progress(fraction, message):  # before the loop, a stop ends the job at once
@@ -70,10 +80,10 @@ def run(ctx: JobContext) -> None:
     progress(0.02, f"loading {cfg.model.name}")
     log(f"device {device}, precision {'bf16' if flags['bf16'] else 'fp16' if flags['fp16'] else 'fp32'}, "
         f"quantization {cfg.model.quantization}")
-    model, proc, path = load_base(cfg, kind, device)
+    model, proc, path = load(cfg, kind, device)
     set_seed(cfg.train.seed)  # LoRA init is seeded, so a resumed run rebuilds the same layout
     counter = Counter()
-    callbacks: list[Any] = []
+    callbacks = list(callbacks)
     split_file = str(ds.path / f"{cfg.data.train_split}.jsonl")
     eval_file = str(ds.path / f"{cfg.data.eval_split}.jsonl")
     if kind == "speech":
@@ -108,6 +118,8 @@ def run(ctx: JobContext) -> None:
     log(f"{len(train_ds)} train / {len(eval_ds) if eval_ds else 0} eval examples; "
         f"trainable params {trainable:,} of {total:,} ({100 * trainable / max(1, total):.2f}%)")
 
+    if batch_map is not None:
+        collator = _mapped(collator, batch_map)
     trainer = _trainer(cfg, run, model, proc, train_ds, eval_ds, collator, flags, device, kind)
     clock = rp.clock()
     stop_cb = StopCallback(ctx.should_stop, ctx.world_size)
@@ -141,6 +153,14 @@ def run(ctx: JobContext) -> None:
                                                 "quantization": cfg.model.quantization,
                                                 "steps": trainer.state.global_step})
     log(f"done: {trainer.state.global_step} steps, train loss {result.training_loss:.4f}; saved {target.name}/")
+    if after is not None:
+        after(model, proc, trainer)
+
+
+def _mapped(collator, fn):
+    def collate(feats):
+        return fn(collator(feats))
+    return collate
 
 
 def _trainer(cfg: RunConfig, run: Run, model, proc, train_ds, eval_ds, collator, flags, device, kind):

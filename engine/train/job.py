@@ -18,6 +18,7 @@ import importlib
 
 from engine.launch.processes import supervise
 from engine.runs import JobContext, JobStopped
+from engine.train import rehearsal
 
 #: Asked in order; the first whose handles() says yes trains the run (transformers: anything).
 BACKENDS = ("engine.train.nemo", "engine.train.hf")
@@ -37,4 +38,7 @@ def run(ctx: JobContext) -> None:
         return
     if not ctx.worker and ctx.should_stop():  # asking first: from here on a stop waits for a safe point
         raise JobStopped()
+    if ctx.run.rehearsal_path.is_file():
+        rehearsal.run(ctx)
+        return
     backend_for(cfg.model.name).run(ctx)

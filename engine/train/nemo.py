@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import torch
 from safetensors.torch import save_file
@@ -68,8 +68,15 @@ def _wer_evaluator(rows: list[dict], terms: list[str], prompt: str, max_new_toke
 
 def run(ctx: JobContext) -> None:
     """Train (or resume) the NeMo run; raises JobStopped on a graceful stop."""
+    train(ctx)
+
+
+def train(ctx: JobContext, *, model_dir: str | None = None, after: Callable[..., None] | None = None) -> None:
+    """:func:`run`, with what a rehearsal (engine.train.rehearsal) swaps: ``model_dir`` = the SALM
+    to start from instead of ``model.name``, and ``after(model, trainer)`` once the adapter is saved."""
     run, cfg, log, progress = ctx.run, ctx.run.config(), ctx.log, ctx.progress
-    require_runnable(cfg.model.name, cfg.train.device)
+    source = model_dir or cfg.model.name
+    require_runnable(source, cfg.train.device)
 
     # NeMo (with lightning, omegaconf) is an optional extra: imported once the machine is known to run it
     from lightning.pytorch import Trainer, seed_everything  # noqa: PLC0415 - optional extra (nemo); engine.train.job imports this module for every run
@@ -99,7 +106,7 @@ def run(ctx: JobContext) -> None:
     prec = precision(cfg, device)
     seed_everything(cfg.train.seed, workers=True, verbose=False)
     # loaded in fp32 on the CPU; Lightning moves it to the device and precision below
-    model = salm_model.load_salm(cfg.model.name, device="cpu", dtype="float32")
+    model = salm_model.load_salm(source, device="cpu", dtype="float32")
     tcfg = training_cfg(OmegaConf.to_container(model.cfg, resolve=True), cfg, max_steps)
     with open_dict(model.cfg):
         for k in ("freeze_params", "prevent_freeze_params", "optimizer", "lr_scheduler"):
@@ -169,6 +176,8 @@ def run(ctx: JobContext) -> None:
         "lora": tcfg["lora"], "prompt": manifests.DEFAULT_PROMPT, "prompt_format": prompt_format,
         "train_encoder": bool(cfg.lora.encoder_lora)})
     log(f"done: {step} steps; saved {run.adapter_dir.name}/")
+    if after is not None:
+        after(model, trainer)
 
 
 def save_adapter(model, target: Path, meta: dict) -> Path:
