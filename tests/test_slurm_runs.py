@@ -81,7 +81,8 @@ def test_cli_submits_a_two_process_run_that_completes(workspace, slurm_cluster, 
     assert f"Slurm job {job_id}" in log and "srun --overlap" in log  # the supervisor ran inside the allocation
     script = (run.path / "launch" / "job.sbatch").read_text()
     assert "#SBATCH --nodes=1" in script and "#SBATCH --requeue" in script and "exec " in script
-    assert slurm.jobs([job_id])[job_id].state == "COMPLETED"
+    # the job recorded its end; Slurm finishes the batch step a moment later
+    _wait_for(lambda: slurm.jobs([job_id])[job_id].state == "COMPLETED", timeout=60, what="Slurm: COMPLETED")
     capsys.readouterr()
     assert main(["--workspace", str(workspace.root), "runs", "list"]) == 0
     assert f"Slurm job {job_id}" in capsys.readouterr().out

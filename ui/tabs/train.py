@@ -24,11 +24,15 @@ from engine.eval.definitions import wer_name
 from engine.models.registry import list_models
 from engine.preflight import confined, load_config
 from engine.runs import Run, get_run, list_runs
+from engine.train.rehearsal_spec import rehearsal_config
 from engine.workspace import ASSETS
 from ui.components import banner, error_banner, ui_errors
 from ui.context import AppContext
 
 POLL_SECONDS = 2.0
+#: Depth of a rehearsal started from the form: full width and vocabulary, 2 transformer layers
+#: (a CPU runs that in about a minute; `medtune rehearse --layers 0` rehearses the full depth).
+REHEARSAL_LAYERS = 2
 RECIPES_DIR = ASSETS / "recipes"
 DEFAULTS = "(defaults)"
 SECTION_TITLES = {"model": "Model", "data": "Data", "lora": "LoRA", "train": "Training", "eval": "Evaluation",
@@ -167,11 +171,28 @@ def progress_html(run: Run) -> str:
     text = " · ".join(p for p in parts if p)
     bar = (f"<div style='background:#ddd;height:10px;border-radius:5px'><div style='background:#2a7;"
            f"height:10px;border-radius:5px;width:{100 * frac:.1f}%'></div></div>")
-    err = ""
+    err = rehearsal_html(run.rehearsal().get("result"))
     if st.get("error"):
         err = f"<div class='medtune-banner-error'>{html.escape(st['error'])}"
         err += f"<br>Hint: {html.escape(st['hint'])}</div>" if st.get("hint") else "</div>"
     return f"<div id='train-progress-inner' data-state='{html.escape(st.get('state', ''))}'>{bar}{text}{err}</div>"
+
+
+def rehearsal_html(result: dict[str, Any] | None) -> str:
+    """A finished rehearsal's figures: peak memory split as the planner splits it, and speed."""
+    if not result:
+        return ""
+    mem, gib = result["memory"], 2 ** 30
+    parts = [("weights", mem["weights"], "#4a7"), ("LoRA + optimizer", mem["lora_and_optimizer"], "#e93"),
+             ("activations", mem["activations"], "#58c")]
+    total = max(1, mem["peak"])
+    bar = "".join(f"<div title='{name}' style='background:{color};height:12px;width:{100 * n / total:.1f}%'></div>"
+                  for name, n, color in parts)
+    legend = " + ".join(f"{name} {n / gib:.2f}" for name, n, _ in parts)
+    speed = f"{mem['s_per_step']:.1f} s/step on {html.escape(str(result['device']))}" if mem.get("s_per_step") else ""
+    return (f"<div class='train-rehearsal'><b>Rehearsal</b>: peak {mem['peak'] / gib:.2f} GiB = {legend} GiB "
+            f"({html.escape(mem['measured_by'])}); trainable params {result['trainable_params']:,}; {speed}"
+            f"<div style='display:flex;margin-top:4px'>{bar}</div></div>")
 
 
 def diff_rows(ctx: AppContext, ids: list[str]) -> list[list[Any]]:
@@ -217,6 +238,7 @@ def build(ctx: AppContext) -> None:
     with gr.Row():
         preview_btn = gr.Button("Preview", elem_id="train-preview")
         launch_btn = gr.Button("Launch", variant="primary", elem_id="train-launch")
+        rehearse_btn = gr.Button("Rehearse at real size", elem_id="train-rehearse")
     status = gr.HTML(elem_id="train-status")
     with gr.Row():
         yaml_box = gr.Code(label="config.yaml", language="yaml", elem_id="train-yaml")
@@ -270,6 +292,21 @@ def build(ctx: AppContext) -> None:
                 runs_table(ctx))
 
     launch_btn.click(launch, [run_name] + comps, [status, selected, table])
+
+    def rehearse(name: str, *values):
+        """The form's recipe at its model's real shapes, random weights, 2 layers, a few steps."""
+        try:
+            form = config_from_form(ctx, list(values))  # the batch and length as set, so the figures are theirs
+            cfg, spec = rehearsal_config(form, layers=REHEARSAL_LAYERS, length=form.train.max_length, steps=2)
+            run = jobs.launch(ctx.workspace, cfg, name=(name or "").strip() or None, rehearsal=spec)
+        except Exception as err:  # noqa: BLE001 - shown in the banner
+            return error_banner(err), gr.update(), gr.update()
+        choices = [r.id for r in list_runs(ctx.workspace)]
+        return (banner(f"Rehearsal {run.id} {run.status().get('state')}: {REHEARSAL_LAYERS} layers at full width, "
+                       "random weights; its memory and speed appear under the chart when it ends.", "ok"),
+                gr.update(choices=choices, value=[run.id]), runs_table(ctx))
+
+    rehearse_btn.click(rehearse, [run_name] + comps, [status, selected, table])
 
     def refresh(ids: list[str]):
         jobs.schedule(ctx.workspace)  # reclaims dead jobs' slots and starts queued ones
