@@ -173,6 +173,12 @@ class Run:
         """A rehearsal's spec and result (engine.train.rehearsal); its presence marks the run."""
         return self.path / "rehearsal.json"
 
+    def has_trained_weights(self) -> bool:
+        """A saved adapter (or full model) worth comparing, evaluating or exporting: a rehearsal's
+        random weights are not (they measure memory and speed only)."""
+        saved = (self.adapter_dir / "adapter_config.json").is_file() or (self.model_dir / "config.json").is_file()
+        return saved and not self.rehearsal_path.is_file()
+
     def rehearsal(self) -> dict[str, Any]:
         """The rehearsal spec (with its result once done), {} for an ordinary run."""
         try:

@@ -71,6 +71,17 @@ def test_text_recipe_rehearses_at_its_real_width(workspace, recipe, capsys):
     assert (run.adapter_dir / "adapter_config.json").is_file()
     assert json.loads((run.adapter_dir / "adapter_config.json").read_text())["r"] == r
     assert "trainable params" in out and "peak memory" in out
+    # random weights are nothing to compare, evaluate or export: every way there says so
+    from engine.errors import ModelError
+    from engine.eval.compare import run_weights
+    from engine.export.checks import ExportError
+    from engine.export.source import open_run
+
+    assert not run.has_trained_weights()
+    with pytest.raises(ExportError, match="is a rehearsal"):
+        open_run(run.path)
+    with pytest.raises(ModelError, match="is a rehearsal"):
+        run_weights(run)
 
 
 def test_whisper_small_rehearses_on_speech_rows(workspace, capsys):

@@ -65,6 +65,10 @@ def _is_peft(model: Any) -> bool:
 def run_weights(run) -> tuple[str, Path | None, Path | None]:
     """(base model name, adapter dir or None, full-model dir or None) of a training run."""
     cfg = run.config()
+    if run.rehearsal_path.is_file():
+        raise ModelError(f"Run {run.id} is a rehearsal: its weights are random, at the real model's shapes, and "
+                         "only measure memory and speed; there is nothing to compare or evaluate.",
+                         hint="Pick a run trained on real weights.")
     adapter = run.adapter_dir if (run.adapter_dir / "adapter_config.json").is_file() else None
     full = run.model_dir if (run.model_dir / "config.json").is_file() else None
     if adapter is None and full is None:

@@ -67,6 +67,10 @@ def open_run(run_dir: str | Path) -> RunSource:
     name = str(model.get("name") or "").strip()
     if not name:
         raise ExportError(f"{cfg_path}: field 'model.name' is missing, so the base model is unknown.")
+    if (path / "rehearsal.json").is_file():
+        raise ExportError(f"Run {path.name} is a rehearsal: its weights are random, at the real model's shapes, and "
+                          "only measure memory and speed; there is nothing to export.",
+                          hint="Train the recipe on real weights (on a GPU) and export that run.")
     missing = [f for f in ADAPTER_FILES if not (path / "adapter" / f).is_file()]
     if missing:
         raise ExportError(

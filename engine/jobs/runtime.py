@@ -6,7 +6,14 @@ means "completed"; raising :class:`JobStopped` means "stopped"; any other except
 process alone writes the job's status: progress, and how it ended.
 
 A stop request is the file ``Run.stop_path(kind)`` and then SIGTERM (engine.jobs.queue.stop);
-``ctx.should_stop()`` sees either, and SIGTERM interrupts an entry point that never asks.
+``ctx.should_stop()`` sees either, and SIGTERM interrupts an entry point that never asks. Inside a
+Slurm job, SIGUSR1 (sent before the time limit, engine.launch.sbatch) stops the same way and then
+requeues the job, which resumes the run when Slurm starts it again.
+
+``--worker``: one rank of a multi-process launch (engine.launch.processes supervises them). A
+worker trains its share and reports its outcome in ``jobs/ranks/<rank>.json``; the supervisor,
+itself the job process above, writes the run's status. A worker's SIGTERM comes from its
+launcher tearing the launch down, so it ends the worker at once.
 """
 
 from __future__ import annotations

@@ -32,7 +32,7 @@ def run_choices(ctx: AppContext) -> list[tuple[str, str]]:
     """(label, run id) of runs that have a trained adapter or model, newest first."""
     out = [(BASE_ONLY, BASE_ONLY)]
     for r in list_runs(ctx.workspace):
-        if (r.adapter_dir / "adapter_config.json").is_file() or (r.model_dir / "config.json").is_file():
+        if r.has_trained_weights():
             # the head of config.yaml only, as the run tables read it: a huge config costs nothing
             model = config_head(r.config_path, (("model", "name"),)).get(("model", "name"), "?")
             out.append((f"{r.id} ({model})", r.id))

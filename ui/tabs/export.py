@@ -31,7 +31,7 @@ def exportable_runs(ctx: AppContext) -> list[tuple[str, str]]:
     """(label, run id) for runs with a saved adapter, newest first."""
     out = []
     for run in list_runs(ctx.workspace):
-        if (run.adapter_dir / "adapter_config.json").is_file():
+        if (run.adapter_dir / "adapter_config.json").is_file() and run.has_trained_weights():
             state = run.status("train").get("label", "")
             out.append((f"{run.id} ({state})" if state else run.id, run.id))
     return out
