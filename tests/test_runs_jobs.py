@@ -5,38 +5,19 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 
 import pytest
+from jobtools import TIMEOUT, stop_leftover_jobs, wait_for
 from train_tiny import qa_dataset, tiny_llama, tiny_text_config  # noqa: F401 - fixtures
 
 from engine import jobs
 from engine.runs import get_run, list_runs
 
-TIMEOUT = 600  # generous: CI boxes are shared; tests assert outcomes, not speed
-
 
 @pytest.fixture(autouse=True)
 def _no_orphan_jobs(workspace):
-    """Jobs outlive their launcher by design; a failing test must not leave one running."""
     yield
-    for run in list_runs(workspace):
-        st = run.status()
-        if st.get("state") in ("queued", "running"):
-            try:
-                jobs.stop(run, force=True)
-            except Exception:  # noqa: BLE001 - it may have ended in between
-                pass
-
-
-def _wait_for(cond, timeout=TIMEOUT, what="condition"):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
+    stop_leftover_jobs(workspace)
 
 
 def _train_steps(run):
@@ -78,11 +59,11 @@ def test_sigkill_then_resume_gives_a_complete_step_sequence(workspace, tiny_llam
     cfg = tiny_text_config(tiny_llama, qa_dataset, **{"train.max_steps": 120, "train.save_steps": 20,
                                                        "train.eval_steps": 0, "eval.eval_at_start": False})
     run = jobs.launch(workspace, cfg, name="killme")
-    _wait_for(lambda: (run.latest_checkpoint() and int(run.latest_checkpoint().name.split("-")[1]) >= 40
+    wait_for(lambda: (run.latest_checkpoint() and int(run.latest_checkpoint().name.split("-")[1]) >= 40
                        and max(_train_steps(run), default=0) % 20 != 0), what="checkpoint-40")
     pid = run.status()["pid"]
     os.kill(pid, signal.SIGKILL)
-    _wait_for(lambda: run.status()["state"] == "failed", what="killed state")
+    wait_for(lambda: run.status()["state"] == "failed", what="killed state")
     assert run.status()["label"] == "failed (killed)"
     assert max(_train_steps(run)) > int(run.latest_checkpoint().name.split("-")[1])  # lines to drop exist
     jobs.resume(run)
@@ -97,7 +78,7 @@ def test_graceful_stop_checkpoints_then_resume(workspace, tiny_llama, qa_dataset
     cfg = tiny_text_config(tiny_llama, qa_dataset, **{"train.max_steps": 150, "train.save_steps": 1000,
                                                        "train.eval_steps": 0, "eval.eval_at_start": False})
     run = jobs.launch(workspace, cfg, name="stopme")
-    _wait_for(lambda: len(_train_steps(run)) >= 3, what="first steps")
+    wait_for(lambda: len(_train_steps(run)) >= 3, what="first steps")
     jobs.stop(run)
     st = jobs.wait(run, timeout=TIMEOUT)
     assert st["state"] == "stopped" and st["label"] == "stopped", run.log_tail()
@@ -116,7 +97,7 @@ def test_second_launch_queues_then_starts_by_itself(workspace, tiny_llama, qa_da
     assert first.status()["state"] == "running"
     assert second.status()["state"] == "queued"
     # no schedule() calls from here: the finishing job must start the queued one
-    _wait_for(lambda: second.status().get("state") in ("completed", "failed"), what="second run to finish")
+    wait_for(lambda: second.status().get("state") in ("completed", "failed"), what="second run to finish")
     assert first.status()["state"] == "completed"
     assert second.status()["state"] == "completed", second.log_tail()
     assert second.status()["started"] >= first.status()["ended"]
@@ -129,7 +110,7 @@ def test_force_stop_and_queued_cancel(workspace, tiny_llama, qa_dataset):
     c = jobs.launch(workspace, tiny_text_config(tiny_llama, qa_dataset), name="c")
     jobs.stop(b)  # still queued: just cancelled
     assert b.status()["label"] == "stopped (cancelled)"
-    _wait_for(lambda: len(_train_steps(a)) >= 1, what="a to train")
+    wait_for(lambda: len(_train_steps(a)) >= 1, what="a to train")
     jobs.stop(a, force=True)
     assert a.status()["label"] == "stopped (forced)"
     assert jobs.wait(c, timeout=TIMEOUT)["state"] == "completed"  # the freed device went to c
@@ -171,9 +152,9 @@ def test_auto_resume_after_kill(workspace, tiny_llama, qa_dataset, monkeypatch):
                                                        "train.eval_steps": 0, "train.auto_resume": 1,
                                                        "eval.eval_at_start": False})
     run = jobs.launch(workspace, cfg, name="auto")
-    _wait_for(lambda: run.latest_checkpoint() is not None, what="a checkpoint")
+    wait_for(lambda: run.latest_checkpoint() is not None, what="a checkpoint")
     os.kill(run.status()["pid"], signal.SIGKILL)
-    _wait_for(lambda: run.status()["state"] == "failed", what="killed state")
+    wait_for(lambda: run.status()["state"] == "failed", what="killed state")
     jobs.schedule(workspace)  # any poll notices the dead job and queues the retry
     st = run.status()
     assert st["state"] == "queued" and st["auto_resumes"] == 1 and "auto-resume 1/1" in st["message"]
@@ -211,7 +192,7 @@ def test_job_process_inherits_no_secrets(workspace, tiny_llama, qa_dataset, monk
     monkeypatch.setenv("TOKENIZERS_PARALLELISM", "false")  # not a secret: must still reach the job
     cfg = tiny_text_config(tiny_llama, qa_dataset, **{"train.max_steps": 200, "eval.eval_at_start": False})
     run = jobs.launch(workspace, cfg, name="env")
-    pid = _wait_for(lambda: run.status().get("state") == "running" and run.status().get("pid"), what="job pid")
+    pid = wait_for(lambda: run.status().get("state") == "running" and run.status().get("pid"), what="job pid")
     environ = open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace")
     jobs.stop(run, force=True)
     names = {item.split("=", 1)[0] for item in environ.split("\0") if item}

@@ -10,6 +10,7 @@ import signal
 import time
 
 import pytest
+from jobtools import TIMEOUT, stop_leftover_jobs, wait_for
 from train_tiny import qa_dataset, tiny_llama, tiny_text_config  # noqa: F401 - fixtures
 
 from engine import jobs, preflight
@@ -18,28 +19,11 @@ from engine.launch import accelerate as acc
 from engine.launch import ranks
 from engine.runs import Run, list_runs
 
-TIMEOUT = 600
-
 
 @pytest.fixture(autouse=True)
 def _no_orphan_jobs(workspace):
     yield
-    for run in list_runs(workspace):
-        if run.status().get("state") in ("queued", "running"):
-            try:
-                jobs.stop(run, force=True)
-            except Exception:  # noqa: BLE001 - it may have ended in between
-                pass
-
-
-def _wait_for(cond, timeout=TIMEOUT, what="condition"):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
+    stop_leftover_jobs(workspace)
 
 
 def _train_rows(run):
@@ -103,12 +87,12 @@ def test_a_killed_rank_fails_the_run_naming_it_then_stop_and_resume_finish_it(wo
         "train.max_steps": 60, "train.save_steps": 10, "train.eval_steps": 0, "eval.eval_at_start": False,
         "train.batch_size": 2, "launch.where": "processes", "launch.processes": 2, "train.device": "cpu"})
     run = jobs.launch(workspace, cfg, name="ranks")
-    _wait_for(lambda: run.latest_checkpoint() and int(run.latest_checkpoint().name.split("-")[1]) >= 20,
+    wait_for(lambda: run.latest_checkpoint() and int(run.latest_checkpoint().name.split("-")[1]) >= 20,
               what="checkpoint-20")
     victim = ranks.reports(run)[1]
     os.kill(victim["pid"], signal.SIGKILL)
     t0 = time.time()
-    _wait_for(lambda: run.status()["state"] == "failed", timeout=120, what="the run to fail")
+    wait_for(lambda: run.status()["state"] == "failed", timeout=120, what="the run to fail")
     took = time.time() - t0
     st = run.status()
     assert st["label"] == "failed (killed)", st
@@ -117,7 +101,7 @@ def test_a_killed_rank_fails_the_run_naming_it_then_stop_and_resume_finish_it(wo
     assert not any(p.status() != "zombie" for p in _children_of(st["pid"]))  # no rank left behind
 
     jobs.resume(run)
-    _wait_for(lambda: run.status()["state"] == "running" and len(_train_rows(run)) > 0
+    wait_for(lambda: run.status()["state"] == "running" and len(_train_rows(run)) > 0
               and max(r["step"] for r in _train_rows(run)) > 35, what="training past step 35 again")
     jobs.stop(run)
     st = jobs.wait(run, timeout=TIMEOUT)

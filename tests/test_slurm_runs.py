@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from pathlib import Path
 
+import jobtools
 import pytest
+from jobtools import TIMEOUT, stop_leftover_jobs
 from train_tiny import qa_dataset, tiny_llama, tiny_text_config  # noqa: F401 - fixtures
 
 from engine import jobs
@@ -17,31 +18,18 @@ from engine.errors import ConfigError
 from engine.launch import ranks, slurm
 from engine.runs import list_runs
 
-TIMEOUT = 600
-
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(autouse=True)
 def _no_orphan_jobs(workspace, slurm_cluster):
     yield
-    for run in list_runs(workspace):
-        if run.status().get("state") in ("queued", "running"):
-            try:
-                jobs.stop(run, force=True)
-            except Exception:  # noqa: BLE001 - it may have ended in between
-                pass
+    stop_leftover_jobs(workspace)
     slurm_cluster.wait_idle(120)
 
 
-def _wait_for(cond, timeout=TIMEOUT, what="condition"):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
+def wait_for(cond, timeout=TIMEOUT, what="condition"):
+    return jobtools.wait_for(cond, timeout, what, poll=0.3)  # each poll asks squeue: not 20 times a second
 
 
 def _steps(run):
@@ -82,7 +70,7 @@ def test_cli_submits_a_two_process_run_that_completes(workspace, slurm_cluster, 
     script = (run.path / "launch" / "job.sbatch").read_text()
     assert "#SBATCH --nodes=1" in script and "#SBATCH --requeue" in script and "exec " in script
     # the job recorded its end; Slurm finishes the batch step a moment later
-    _wait_for(lambda: slurm.jobs([job_id])[job_id].state == "COMPLETED", timeout=60, what="Slurm: COMPLETED")
+    wait_for(lambda: slurm.jobs([job_id])[job_id].state == "COMPLETED", timeout=60, what="Slurm: COMPLETED")
     capsys.readouterr()
     assert main(["--workspace", str(workspace.root), "runs", "list"]) == 0
     assert f"Slurm job {job_id}" in capsys.readouterr().out
@@ -92,20 +80,20 @@ def test_pending_behind_another_job_cancel_stop_and_resume(workspace, slurm_clus
     long = _slurm_cfg(tiny_llama, qa_dataset, **{"train.max_steps": 400, "train.save_steps": 10,
                                                  "train.eval_steps": 0, "eval.eval_at_start": False})
     first = jobs.launch(workspace, long, name="first")
-    _wait_for(lambda: _status(first)["state"] == "running" and len(_steps(first)) >= 2, what="first running")
+    wait_for(lambda: _status(first)["state"] == "running" and len(_steps(first)) >= 2, what="first running")
     second = jobs.launch(workspace, long, name="second")
-    st = _wait_for(lambda: (s := _status(second)).get("slurm_reason") and s, what="second pending")
+    st = wait_for(lambda: (s := _status(second)).get("slurm_reason") and s, what="second pending")
     assert st["state"] == "queued" and st["label"].startswith("pending (Slurm: "), st
     assert slurm.jobs([st["slurm_job_id"]])[st["slurm_job_id"]].state == "PENDING"
 
     jobs.stop(second)  # pending: cancelled in Slurm, recorded at once
     assert _status(second)["label"] == "stopped (cancelled)"
-    _wait_for(lambda: slurm.jobs([st["slurm_job_id"]]).get(st["slurm_job_id"]) is None
+    wait_for(lambda: slurm.jobs([st["slurm_job_id"]]).get(st["slurm_job_id"]) is None
               or slurm.jobs([st["slurm_job_id"]])[st["slurm_job_id"]].state == "CANCELLED", what="cancelled")
 
-    _wait_for(lambda: first.latest_checkpoint() is not None, what="a first checkpoint")
+    wait_for(lambda: first.latest_checkpoint() is not None, what="a first checkpoint")
     jobs.stop(first)  # running: the stop request + TERM to the batch step; the job checkpoints itself
-    st = _wait_for(lambda: (s := _status(first))["state"] not in ("queued", "running") and s, what="stopped")
+    st = wait_for(lambda: (s := _status(first))["state"] not in ("queued", "running") and s, what="stopped")
     assert st["label"] == "stopped", first.log_tail(60)
     stopped_at = max(_steps(first))
     assert first.latest_checkpoint().name == f"checkpoint-{stopped_at}"
@@ -114,7 +102,7 @@ def test_pending_behind_another_job_cancel_stop_and_resume(workspace, slurm_clus
     jobs.resume(first)  # a new submission on the same folder
     st = _status(first)
     assert st["slurm_job_id"] != old_job
-    st = _wait_for(lambda: (s := _status(first))["state"] not in ("queued", "running") and s, timeout=900,
+    st = wait_for(lambda: (s := _status(first))["state"] not in ("queued", "running") and s, timeout=900,
                    what="resumed run to finish")
     assert st["state"] == "completed", first.log_tail(60)
     assert _steps(first) == list(range(1, 401))  # no step missing or doubled across the two jobs
@@ -127,12 +115,12 @@ def test_time_limit_warning_checkpoints_and_requeues_then_resumes(workspace, slu
     cfg = _slurm_cfg(tiny_llama, qa_dataset, **{"train.max_steps": 300, "train.save_steps": 1000,
                                                 "train.eval_steps": 0, "eval.eval_at_start": False})
     run = jobs.launch(workspace, cfg, name="requeue")
-    _wait_for(lambda: _status(run)["state"] == "running" and len(_steps(run)) >= 3, what="running")
+    wait_for(lambda: _status(run)["state"] == "running" and len(_steps(run)) >= 3, what="running")
     job_id = run.status()["slurm_job_id"]
     slurm.cancel(job_id, signal="USR1", batch_only=True)
-    _wait_for(lambda: slurm.jobs([job_id])[job_id].restarts >= 1, timeout=180, what="the job requeued")
+    wait_for(lambda: slurm.jobs([job_id])[job_id].restarts >= 1, timeout=180, what="the job requeued")
     assert run.latest_checkpoint() is not None  # saved at the warning, though save_steps is 1000
-    st = _wait_for(lambda: (s := _status(run))["state"] not in ("queued", "running") and s, timeout=900,
+    st = wait_for(lambda: (s := _status(run))["state"] not in ("queued", "running") and s, timeout=900,
                    what="the requeued job to finish")
     assert st["state"] == "completed" and st["slurm_job_id"] == job_id, run.log_tail(60)
     assert _steps(run) == list(range(1, 301))
@@ -143,9 +131,9 @@ def test_a_killed_supervisor_reads_as_failed_from_slurms_state(workspace, slurm_
     cfg = _slurm_cfg(tiny_llama, qa_dataset, **{"train.max_steps": 400, "train.eval_steps": 0,
                                                 "eval.eval_at_start": False, "launch.requeue": False})
     run = jobs.launch(workspace, cfg, name="killed")
-    _wait_for(lambda: _status(run)["state"] == "running" and len(_steps(run)) >= 2, what="running")
+    wait_for(lambda: _status(run)["state"] == "running" and len(_steps(run)) >= 2, what="running")
     os.kill(run.status()["pid"], signal.SIGKILL)
-    st = _wait_for(lambda: (s := _status(run))["state"] == "failed" and s, timeout=120, what="failed")
+    st = wait_for(lambda: (s := _status(run))["state"] == "failed" and s, timeout=120, what="failed")
     assert st["reason"] == "killed", st
 
 
