@@ -90,14 +90,14 @@ def main() -> int:
                       round(time.time() - t0)))
     head = ("recipe", "layers", "trainable", "weights GiB", "LoRA+opt GiB", "activations GiB", "peak GiB",
             "planned GiB", "s/step", "build s", "wall s")
-    print(" | ".join(head))
+    print("| " + " | ".join(head) + " |")
     for row in table:
-        print(" | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row))
+        print("| " + " | ".join(f"{v:.2f}" if isinstance(v, float) else str(v) for v in row) + " |")
     if ratios:
         worst = max(ratios, key=lambda r: abs(r - 1))
         met = all(0.8 <= r <= 1.2 for r in ratios)
         print(f"ratio: {worst:.2f}x  planned/measured peak, worst of {len(ratios)} rehearsals  "
-              f"(goal 0.8x-1.2x: {'met' if met else 'not met'})")
+              f"(goal 0.8x-1.2x: {'met' if met else 'NOT met'})")
     else:
         print("ratio: n/a  (no planner in this checkout)")
     return 0

@@ -124,3 +124,9 @@ def test_app_cold_start_quick():
 @heavy
 def test_ui_latency_quick():
     run_bench("ui_latency.py")
+
+
+@heavy
+def test_rehearsal_quick(tmp_path):
+    lines = run_bench("rehearsal.py", workspace=tmp_path / "ws", timeout=900)
+    assert any(ln.startswith("| phi2-lora-medqa.yaml | 2 |") for ln in lines), lines
