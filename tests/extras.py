@@ -8,10 +8,11 @@ from __future__ import annotations
 import os
 from typing import Callable
 
+from engine.data.ner import ner_available
 from engine.models.availability import nemo_installed
 
 #: extra name -> probe that says whether it is installed (cheap: no heavy imports)
-PROBES: dict[str, Callable[[], bool]] = {"nemo": nemo_installed}
+PROBES: dict[str, Callable[[], bool]] = {"nemo": nemo_installed, "deid": ner_available}
 
 
 def install_command(extra: str) -> str:

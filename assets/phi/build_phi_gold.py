@@ -45,6 +45,10 @@ def value(label: str) -> str:
         return R.choice([f"{R.choice(FIRST)} {R.choice(LAST)}", R.choice(LAST), f"{R.choice(FIRST)} {R.choice(LAST)}"])
     if label == "FIRSTLAST":
         return f"{R.choice(FIRST)} {R.choice(LAST)}"
+    if label == "FIRST":
+        return R.choice(FIRST)
+    if label == "LOWERNAME":  # dictation transcribed without capitals
+        return f"{R.choice(FIRST)} {R.choice(LAST)}".lower()
     if label == "DATE":
         y, m, day = R.randrange(1990, 2026), R.randrange(1, 13), R.randrange(1, 29)
         return R.choice([f"{m:02d}/{day:02d}/{y}", f"{m}/{day}/{y % 100:02d}", f"{y}-{m:02d}-{day:02d}",
@@ -153,6 +157,49 @@ HELDOUT_TEMPLATES = [
 ]
 
 
+# Words that look like names to a model and are NOT PHI: eponyms (diseases, signs, scores, devices,
+# procedures) and brand drug names. {EPONYM} and {DRUG} become "keep" spans: a scrubber that
+# redacts them over-redacts (phi.evaluate_detectors measures how many survive).
+EPONYMS = ["Parkinson disease", "Crohn's disease", "Hodgkin lymphoma", "Apgar score", "Foley catheter",
+           "Bell's palsy", "Graves disease", "Cushing syndrome", "Addison disease", "Alzheimer dementia",
+           "Hashimoto thyroiditis", "Guillain-Barre syndrome", "Barrett esophagus", "Kaposi sarcoma",
+           "Raynaud phenomenon", "Sjogren syndrome", "Wernicke encephalopathy", "Meniere disease",
+           "Paget disease", "Glasgow Coma Scale", "Babinski sign", "Holter monitor", "Swan-Ganz catheter",
+           "Epley maneuver", "Whipple procedure", "Nissen fundoplication", "Tourette syndrome",
+           "Kawasaki disease", "Marfan syndrome", "Huntington disease", "Lyme disease", "Hickman line"]
+DRUGS = ["Lasix", "Coumadin", "Eliquis", "Xarelto", "Keppra", "Zofran", "Lipitor", "Norvasc", "Humira", "Ozempic",
+         "Synthroid", "Plavix", "Tylenol", "Ativan", "Haldol", "Dilaudid", "Toradol", "Lovenox", "Protonix",
+         "Flomax", "Seroquel", "Augmentin", "Bactrim", "Keflex", "Zoloft", "Lexapro", "Neurontin", "Jardiance"]
+
+# Names that rules find hard: no title or cue word, lower-case dictation, names next to eponyms and
+# drug names. Development part (the deny-list in engine/data/ner.py was checked against these).
+NAME_TEMPLATES = [
+    "{FIRSTLAST} came in with worsening {EPONYM}.",
+    "History of {EPONYM}; {FIRSTLAST} also takes {DRUG} daily.",
+    "seen today with {LOWERNAME} for a recheck of her {EPONYM}.",
+    "{FIRST} was calm during the {EPONYM} assessment.",
+    "Plan discussed at length and {FIRSTLAST} agrees with starting {DRUG}.",
+    "{DRUG} 40 mg was given and {FIRSTLAST} tolerated it well.",
+    "dictation for {LOWERNAME}, {EPONYM} follow up, continue {DRUG}.",
+    "Her {EPONYM} is stable according to {FIRSTLAST}.",
+    "{EPONYM} screening negative. {FIRSTLAST} to return in six weeks.",
+    "{DRUG} was held overnight because {FIRST} felt dizzy.",
+]
+# Held-out part: other phrasings, written at the same time but never used to tune anything.
+NAME_HELDOUT_TEMPLATES = [
+    "Thank you for referring {FIRSTLAST}, who has {EPONYM}.",
+    "{FIRSTLAST} and {FIRSTLAST} attended the family meeting.",
+    "okay so this is {LOWERNAME} here for her {EPONYM} check, she ran out of {DRUG}.",
+    "Per {FIRSTLAST}, the {EPONYM} symptoms began after {DRUG} was stopped.",
+    "{DRUG} refilled for {FIRSTLAST}.",
+    "I met {FIRST} and her father in the {EPONYM} clinic.",
+    "The {EPONYM} was reviewed with {FIRSTLAST} on the ward.",
+    "um {LOWERNAME} called back about the {DRUG} dose.",
+    "Transferred to {FIRSTLAST} for {EPONYM} management.",
+    "{FIRSTLAST} remains on {DRUG} for {EPONYM}.",
+]
+
+
 def fill(template: str) -> tuple[str, list[dict]]:
     out, spans, pos = "", [], 0
     for m in re.finditer(r"\{([A-Z]+)\}", template):
@@ -160,34 +207,53 @@ def fill(template: str) -> tuple[str, list[dict]]:
         key = m.group(1)
         if key == "DOMAIN":
             out += R.choice(DOMAINS)
+        elif key in ("EPONYM", "DRUG"):
+            v = R.choice(EPONYMS if key == "EPONYM" else DRUGS)
+            spans.append({"start": len(out), "end": len(out) + len(v), "label": "KEEP", "text": v,
+                          "kind": key.lower()})
+            out += v
         else:
             v = value(key)
-            label = {"BAREPHONE": "PHONE", "FIRSTLAST": "NAME"}.get(key, key)
+            label = {"BAREPHONE": "PHONE", "FIRSTLAST": "NAME", "FIRST": "NAME", "LOWERNAME": "NAME"}.get(key, key)
             spans.append({"start": len(out), "end": len(out) + len(v), "label": label, "text": v})
             out += v
         pos = m.end()
     return out + template[pos:], spans
 
 
-def main(n_notes: int = 200, n_heldout: int = 100) -> None:
-    rows = []
-    for i in range(n_notes + n_heldout):
-        split = "dev" if i < n_notes else "heldout"
-        text, spans = "", []
-        for t in R.sample(TEMPLATES if split == "dev" else HELDOUT_TEMPLATES, R.randrange(3, 6)):
-            s, sp = fill(t)
-            if text:
-                text += " "
-            for x in sp:
-                x["start"] += len(text)
-                x["end"] += len(text)
-            text += s
-            spans += sp
-        for x in spans:
-            assert text[x["start"]:x["end"]] == x["text"]
-        rows.append({"id": f"phi-{i + 1:03d}", "split": split, "text": text, "spans": spans, "synthetic": True})
+def note(templates: list[str], i: int, split: str, kind: str | None = None) -> dict:
+    text, spans = "", []
+    for t in R.sample(templates, R.randrange(3, 6)):
+        s, sp = fill(t)
+        if text:
+            text += " "
+        for x in sp:
+            x["start"] += len(text)
+            x["end"] += len(text)
+        text += s
+        spans += sp
+    for x in spans:
+        assert text[x["start"]:x["end"]] == x["text"]
+    row = {"id": f"phi-{i + 1:03d}", "split": split, "text": text, "spans": [x for x in spans if x["label"] != "KEEP"]}
+    keep = [{k: x[k] for k in ("start", "end", "text", "kind")} for x in spans if x["label"] == "KEEP"]
+    if kind:
+        row["kind"] = kind
+    if keep:
+        row["keep"] = keep
+    return {**row, "synthetic": True}
+
+
+def main(n_notes: int = 200, n_heldout: int = 100, n_names: int = 60) -> None:
+    rows = [note(TEMPLATES if i < n_notes else HELDOUT_TEMPLATES, i, "dev" if i < n_notes else "heldout")
+            for i in range(n_notes + n_heldout)]
+    # The name notes come after, from the same random stream: the first 300 notes stay as they were.
+    base = len(rows)
+    for j in range(2 * n_names):
+        split = "dev" if j < n_names else "heldout"
+        rows.append(note(NAME_TEMPLATES if split == "dev" else NAME_HELDOUT_TEMPLATES, base + j, split, "names"))
     (HERE / "phi_gold.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    print(f"{len(rows)} notes, {sum(len(r['spans']) for r in rows)} spans")
+    print(f"{len(rows)} notes, {sum(len(r['spans']) for r in rows)} spans, "
+          f"{sum(len(r.get('keep', [])) for r in rows)} keep terms")
 
 
 if __name__ == "__main__":

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from engine.atomic import write_text
 from engine.cli.common import workspace
-from engine.data import phi
+from engine.data import ner, phi
 from engine.data.datasets import list_datasets, load_source, split_and_save
 from engine.data.plots import stats_figure
 from engine.data.presets import PRESETS
@@ -99,14 +99,20 @@ def cmd_validate(args) -> int:
     return 0 if rep.ok else 1
 
 
+_DETECTORS = {"auto": None, "rules": ("rules",), "ner": ("ner",), "both": ("rules", "ner")}
+
+
 def cmd_scrub(args) -> int:
+    detectors = _DETECTORS[args.detectors] or phi.default_detectors()
+    if args.detectors == "auto":
+        print(ner.ner_status()[1], file=sys.stderr)  # say whether names come from NER too, and how to turn it on
     if args.eval:
         gold = workspace(args).resolve(args.gold, must_exist=True) if args.gold else phi.GOLD_SET
-        table = phi.evaluate_phi(gold, split=args.gold_split)
-        print(phi.format_table(table))
+        wanted = ("rules", "ner") if "ner" in detectors else ("rules",)  # rules, NER and union side by side
+        print(phi.format_comparison(phi.evaluate_detectors(gold, split=args.gold_split, detectors=wanted)))
         return 0
     if args.text is not None:
-        r = phi.scrub(args.text)
+        r = phi.scrub(args.text, detectors=detectors)
         print(r.scrubbed)
         print(json.dumps(r.counts), file=sys.stderr)
         return 0
@@ -115,9 +121,9 @@ def cmd_scrub(args) -> int:
     ws = workspace(args)
     res, _ = _load(args, ws)
     _refuse_bad_rows(res, args, "scrub")
-    for row in phi.preview(res.examples, limit=args.preview):
+    for row in phi.preview(res.examples, limit=args.preview, detectors=detectors):
         print(f"- {row['id']} [{row['field']}] {row['found']}\n  before: {row['before'][:200]}\n  after:  {row['after'][:200]}")
-    scrubbed, counts = phi.scrub_examples(res.examples)
+    scrubbed, counts = phi.scrub_examples(res.examples, detectors=detectors)
     print("found: " + (", ".join(f"{k} {v}" for k, v in sorted(counts.items())) or "nothing"))
     if args.out:
         out = ws.resolve(args.out, allow_assets=False)
@@ -191,6 +197,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     q.add_argument("--eval", action="store_true", help="precision/recall per category on the PHI gold set")
     q.add_argument("--gold", help="gold JSONL (default: the shipped synthetic set)")
     q.add_argument("--gold-split", choices=("dev", "heldout"), help="score one part of the gold set only")
+    q.add_argument("--detectors", choices=tuple(_DETECTORS), default="auto",
+                   help="rules, ner (names by Presidio/spaCy, the [deid] extra), or both; "
+                        "auto (default): both when the extra is installed")
     q.set_defaults(func=cmd_scrub)
 
     q = dsub.add_parser("split", help="deterministic train/validation/test split saved as a workspace dataset")
