@@ -58,6 +58,30 @@ def test_gold_set_has_hard_names_and_keep_terms_in_both_parts():
                 assert not any(s["start"] < k["end"] and k["start"] < s["end"] for s in r["spans"])
 
 
+def test_given_name_gazetteer_finds_dictated_and_lone_names_without_the_extra(no_ner):
+    def found(text):
+        return [(s.text, s.source) for s in phi.find_phi(text) if s.label == "NAME"]
+
+    assert found("seen today with tomas lopez for a recheck.") == [("tomas lopez", "names")]
+    assert found("Lasix was held overnight because Sofia felt dizzy.") == [("Sofia", "names")]
+    assert found("Maria Lopez has Parkinson disease; Grace Tanaka agrees.") == [("Maria Lopez", "names"),
+                                                                                ("Grace Tanaka", "names")]
+    assert found("mother rosa said she was fine.") == [("rosa", "names")]
+    # given names that are everyday or clinical words stay, as do eponyms and the titled-name rules' spans
+    for text in ("Will follow up in May. Patient will return in June.", "There was mark improvement; grace period.",
+                 "Bill sent to insurance. Mark the site. Frank blood in stool.", "amber urine, Iris normal, uses a walker.",
+                 "Wilson disease and Tanner stage 3. Normal flora.", "Seen at Cleveland Clinic. Max temp 38.5.",
+                 "Hope to discharge tomorrow.", "Continue Haldol. Holter Monitor Follow up."):
+        assert found(text) == [], text
+    assert found("Dr. Jane Smith called.") == [("Jane Smith", "rules")]
+
+
+def test_given_names_file_is_a_modest_public_list():
+    names = phi.names.given_names()
+    assert 1000 <= len(names) <= 2000 and {"maria", "john", "sofia"} <= names
+    assert not names & ner.MEDICAL_TERMS
+
+
 @pytest.mark.extra("deid")
 def test_union_finds_untitled_names_keeps_eponyms_and_stays_offline(monkeypatch):
     ner._ENGINES.clear()  # load the pipeline under the guard below
@@ -68,7 +92,7 @@ def test_union_finds_untitled_names_keeps_eponyms_and_stays_offline(monkeypatch)
     monkeypatch.setattr(socket.socket, "connect", refuse)
     text = "Maria Lopez has Parkinson disease and a Foley catheter; started Lasix. Call 555-201-3344."
     spans = phi.find_phi(text, detectors=("rules", "ner"))
-    assert ("Maria Lopez", "NAME", "ner") in [(s.text, s.label, s.source) for s in spans]
+    assert ("Maria Lopez", "NAME", "names+ner") in [(s.text, s.label, s.source) for s in spans]  # gazetteer and NER
     out = phi.scrub(text, detectors=("rules", "ner")).scrubbed
     assert out.startswith("[NAME] has Parkinson disease") and "Foley catheter" in out and "Lasix" in out
     assert "[PHONE]" in out
@@ -85,8 +109,11 @@ def test_union_on_the_gold_set(split):
         assert union[cat]["recall"] >= r["recall"], cat  # the union never loses what the rules found
         if cat != "NAME":
             assert union[cat]["precision"] == r["precision"], cat  # NER only adds names
-    # en_core_web_sm: measured 0.881 (dev) / 0.905 (heldout) against 0.449 / 0.355 for the rules
-    assert union["NAME"]["recall"] >= 0.85 and union["NAME"]["recall"] > rules["NAME"]["recall"] + 0.3
+    # en_core_web_sm + the given-name gazetteer: union measured 0.954 (dev) / 0.960 (heldout), precision
+    # 1.000 / 0.997; the rules alone (patterns + gazetteer) 0.767 / 0.737, NER alone 0.867 / 0.881
+    ner_only = res["ner"]["table"]["NAME"]["recall"]
+    assert union["NAME"]["recall"] >= 0.95 and union["NAME"]["recall"] > max(rules["NAME"]["recall"], ner_only)
+    assert union["NAME"]["precision"] >= 0.99
     keep = res["union"]["keep"]
     assert keep["terms"] >= 100 and keep["rate"] >= 0.95, keep["lost"]
 
@@ -99,7 +126,7 @@ def test_preview_of_a_large_set_runs_ner_on_the_previewed_rows_only():
     t0 = time.perf_counter()
     rows = phi.preview(exs, limit=50, detectors=("rules", "ner"))
     assert len(rows) == 50 and time.perf_counter() - t0 < 10
-    assert any("(ner)" in r["found"] for r in rows)
+    assert any("ner)" in r["found"] for r in rows)  # (ner), (rules+ner) or (names+ner)
 
 
 @pytest.mark.extra("deid")

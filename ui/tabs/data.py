@@ -300,7 +300,7 @@ def build(ctx: AppContext) -> None:
         text = ("Found by the rules in all rows: " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
                 if counts else "The rules found no PHI.")
         if "ner" in detectors:
-            n_ner = sum(r["found"].count("(ner)") + r["found"].count("(rules+ner)") for r in rows)
+            n_ner = sum(r["found"].count("ner)") for r in rows)  # (ner), (rules+ner), (names+ner)
             text += f" NER found {n_ner} name(s) in the {len(rows)} previewed row(s); Apply runs both on every row."
         return banner(text, "ok"), text, df
 
