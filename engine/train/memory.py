@@ -16,6 +16,7 @@ the process held before the model was built.
 
 from __future__ import annotations
 
+import ctypes
 import threading
 import time
 from typing import Any
@@ -67,6 +68,15 @@ def optimizer_bytes(optimizer: Any) -> int:
     for state in getattr(optimizer, "state", {}).values():
         total += sum(tensor_bytes(v) for v in state.values() if isinstance(v, torch.Tensor))
     return total
+
+
+def release_freed_memory() -> None:
+    """Hand memory the process has freed back to the system (glibc keeps freed heap pages, so a
+    build that made and dropped temporaries would otherwise look like live memory in the RSS)."""
+    try:
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+    except (OSError, AttributeError):  # not glibc: nothing to trim, the figure is a little high
+        pass
 
 
 class PeakSampler:

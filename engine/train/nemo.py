@@ -71,9 +71,11 @@ def run(ctx: JobContext) -> None:
     train(ctx)
 
 
-def train(ctx: JobContext, *, model_dir: str | None = None, after: Callable[..., None] | None = None) -> None:
+def train(ctx: JobContext, *, model_dir: str | None = None, loaded: Callable[..., None] | None = None,
+          after: Callable[..., None] | None = None) -> None:
     """:func:`run`, with what a rehearsal (engine.train.rehearsal) swaps: ``model_dir`` = the SALM
-    to start from instead of ``model.name``, and ``after(model, trainer)`` once the adapter is saved."""
+    to start from instead of ``model.name``, ``loaded(model)`` once it is loaded with its LoRA,
+    and ``after(model, trainer)`` once the adapter is saved."""
     run, cfg, log, progress = ctx.run, ctx.run.config(), ctx.log, ctx.progress
     source = model_dir or cfg.model.name
     require_runnable(source, cfg.train.device)
@@ -114,6 +116,8 @@ def train(ctx: JobContext, *, model_dir: str | None = None, after: Callable[...,
     torch.manual_seed(cfg.train.seed)  # LoRA init is seeded: a resumed run rebuilds the same layout
     salm_model.apply_lora(model, tcfg["lora"])
     trainable = salm_model.set_trainable(model)
+    if loaded is not None:
+        loaded(model)
     total = sum(p.numel() for p in model.parameters())
     model.strict_loading = False  # checkpoints hold only the trainable weights (see callbacks)
     prompt_format = model.cfg.prompt_format

@@ -18,6 +18,7 @@ depth (full width and vocabulary stay).
 
 from __future__ import annotations
 
+import gc
 import time
 from typing import Any
 
@@ -31,7 +32,7 @@ from engine.models.availability import is_nemo_model
 from engine.preflight import model_kind
 from engine.runs import JobContext, Run
 from engine.train import hf
-from engine.train.memory import MemoryCallback, PeakSampler, model_bytes, optimizer_bytes
+from engine.train.memory import MemoryCallback, PeakSampler, model_bytes, optimizer_bytes, release_freed_memory
 from engine.train.rehearsal_spec import PROMPT, STAND_INS
 
 
@@ -56,6 +57,9 @@ def run(ctx: JobContext) -> None:
         model = architectures.build_random(f, dtype=dtype, quant=cfg.model.quantization, device=device,
                                            progress=lambda x, m: ctx.progress(0.02 + 0.06 * x, m))
         built["build_s"] = round(time.perf_counter() - t0, 1)
+        gc.collect()
+        release_freed_memory()  # the build's freed temporaries are not training memory
+        sampler.reset()
         built["weights_loaded"] = model_bytes(model)[0]
         stand_in = loader.model_path(STAND_INS[kind])
         proc = _processor(kind, stand_in)
@@ -102,15 +106,14 @@ def _finish(ctx: JobContext, spec: dict[str, Any], result: dict[str, Any]) -> No
     mem = result["memory"]
     ctx.log(f"rehearsal: peak {_gib(mem['peak'])} = weights {_gib(mem['weights'])} + LoRA and optimizer "
             f"{_gib(mem['lora_and_optimizer'])} + activations {_gib(mem['activations'])}; "
-            f"{mem['s_per_step']:.1f} s/step; merged and generated {len(result['generated_tokens'])} tokens")
+            f"{mem['s_per_step']:.1f} s/step; {'merged and ' if result.get('merged') else ''}generated "
+            f"{len(result['generated_tokens'])} tokens")
 
 
 def _run_nemo(ctx: JobContext, spec: dict[str, Any], cfg: RunConfig) -> None:
     """Canary-Qwen's SALM at its real shapes: the Qwen3 LLM from its facts and the FastConformer
     encoder from Canary's (both cut to ``layers``), random weights, saved once as a SALM folder in
     the run and trained by the NeMo backend itself (engine.train.nemo) on speech rows."""
-    import gc  # noqa: PLC0415 - only here
-
     from engine.nemo.model import create_from_config  # noqa: PLC0415 - the nemo extra, ~20 s to import
     from engine.nemo.salm_config import salm_from_config  # noqa: PLC0415 - the nemo extra
     from engine.nemo.transcribe import generate_texts  # noqa: PLC0415 - the nemo extra
@@ -157,7 +160,9 @@ def _run_nemo(ctx: JobContext, spec: dict[str, Any], cfg: RunConfig) -> None:
             device=str(model.device), final_loss=steps[-1]["loss"] if steps else None)
 
     try:
-        nemo.train(ctx, model_dir=str(model_dir), after=after)
+        # the load's own transient (checkpoint and model side by side) is not training memory
+        nemo.train(ctx, model_dir=str(model_dir), loaded=lambda model: (release_freed_memory(), sampler.reset()),
+                   after=after)
     finally:
         sampler.stop()
     _finish(ctx, spec, result)
