@@ -10,9 +10,9 @@ import json
 import sys
 import time
 
-from engine import jobs
+from engine import jobs, plan
 from engine.cli.common import workspace
-from engine.config import parse_overrides
+from engine.config import RunConfig, parse_overrides
 from engine.errors import MedtuneError
 from engine.eval.definitions import wer_name
 from engine.preflight import load_config
@@ -31,6 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                    help="override a config value, e.g. --set train.max_steps=20 (repeatable)")
     p.add_argument("--detach", action="store_true", help="return right after launching")
+    p.add_argument("--plan", action="store_true",
+                   help="print the predicted peak memory (weights / LoRA + optimizer / activations) and which "
+                        "cards it fits, then exit: no run is created, nothing is launched")
+    p.add_argument("--plan-device", choices=("cuda", "cpu"), default="cuda",
+                   help="with --plan: the device planned in full (default cuda; the other gets one line)")
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("rehearse", help="rehearse a recipe at its model's real shapes with random weights",
@@ -78,11 +83,12 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def cmd_train(args: argparse.Namespace) -> int:
-    ws = workspace(args)
     cfg = load_config(args.config)
     if args.set:
         cfg = cfg.with_overrides(parse_overrides(args.set))
-    run = jobs.launch(ws, cfg, name=args.name)
+    if args.plan:
+        return _print_plan(cfg, args.plan_device)
+    run = jobs.launch(workspace(args), cfg, name=args.name)
     print(f"run {run.id} ({run.status().get('state')}) in {run.path}")
     if args.detach:
         return 0
@@ -117,6 +123,16 @@ def cmd_rehearse(args: argparse.Namespace) -> int:
         print(f"  {mem['s_per_step']:.2f} s/step on {result['device']}; built in {result['build_s']} s; {done} "
               f"{len(result['generated_tokens'])} tokens in {result['merge_and_generate_s']} s")
     return code
+def _print_plan(cfg: RunConfig, device: str) -> int:
+    """The memory plan on ``device`` in full, the other device's total on one line."""
+    main = plan.estimate(cfg, device=device)
+    other = plan.estimate(cfg, device="cpu" if device == "cuda" else "cuda")
+    print(main.to_text())
+    where = "a CPU" if other.device == "cpu" else "a GPU"
+    print(f"  on {where}: {plan.gb(other.total):.2f} GB (weights {plan.gb(other.weights):.2f}, LoRA + optimizer "
+          f"{plan.gb(other.lora_and_optimizer):.2f}, activations {plan.gb(other.activations):.2f}"
+          f"{f', overhead {plan.gb(other.overhead):.2f}' if other.overhead else ''})")
+    return 0
 
 
 def _follow(run) -> int:

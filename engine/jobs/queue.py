@@ -38,6 +38,7 @@ from engine.jobs.reasons import NO_RETRY
 from engine.launch.processes import describe
 from engine.models.loader import pick_device
 from engine.models.registry import resolve_model
+from engine.plan import LIVE_MEMORY_ENV
 from engine.runs import ACTIVE, Reason, Run, create_run, now_iso, pid_alive, rehearsal_words
 from engine.workspace import REPO_ROOT, Workspace
 
@@ -243,6 +244,10 @@ def _spawn(run: Run, kind: str) -> tuple[int, float]:
     env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
     env["PYTHONUNBUFFERED"] = "1"
     env.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if kind == "train" and run.rehearsal_path.is_file():
+        # a rehearsal measures memory: glibc then returns freed memory at once, so the resident
+        # size is the live tensors the planner predicts, not the heap's leftovers (engine.plan)
+        env.update(LIVE_MEMORY_ENV)
     log = open(run.log_path, "ab")
     try:
         proc = subprocess.Popen(

@@ -28,6 +28,7 @@ from engine.train.rehearsal_spec import rehearsal_config
 from engine.workspace import ASSETS
 from ui.components import banner, error_banner, ui_errors
 from ui.context import AppContext
+from ui.plan_view import plan_html
 
 POLL_SECONDS = 2.0
 #: Depth of a rehearsal started from the form: full width and vocabulary, 2 transformer layers
@@ -239,6 +240,7 @@ def build(ctx: AppContext) -> None:
         preview_btn = gr.Button("Preview", elem_id="train-preview")
         launch_btn = gr.Button("Launch", variant="primary", elem_id="train-launch")
         rehearse_btn = gr.Button("Rehearse at real size", elem_id="train-rehearse")
+    plan_box = gr.HTML(elem_id="train-plan")
     status = gr.HTML(elem_id="train-status")
     with gr.Row():
         yaml_box = gr.Code(label="config.yaml", language="yaml", elem_id="train-yaml")
@@ -267,18 +269,18 @@ def build(ctx: AppContext) -> None:
     @ui_errors
     def load_recipe(name: str):
         cfg = RunConfig() if name == DEFAULTS else load_config(RECIPES_DIR / name)
-        return _form_values(cfg)
+        return _form_values(cfg) + [plan_html(cfg)]
 
-    recipe.change(load_recipe, recipe, comps)
+    recipe.change(load_recipe, recipe, comps + [plan_box])
 
     def preview(name: str, rec: str, *values):
         try:
             cfg = config_from_form(ctx, list(values))
         except Exception as err:  # noqa: BLE001 - shown in the banner
-            return error_banner(err), gr.update(), gr.update()
-        return banner("Config is valid.", "ok"), cfg.to_yaml(), cli_command(cfg, name, rec)
+            return error_banner(err), gr.update(), gr.update(), gr.update()
+        return banner("Config is valid.", "ok"), cfg.to_yaml(), cli_command(cfg, name, rec), plan_html(cfg)
 
-    preview_btn.click(preview, [run_name, recipe] + comps, [status, yaml_box, cmd_box])
+    preview_btn.click(preview, [run_name, recipe] + comps, [status, yaml_box, cmd_box, plan_box])
 
     def launch(name: str, *values):
         try:
