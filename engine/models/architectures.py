@@ -22,6 +22,7 @@ from typing import Any, Callable
 import yaml
 
 from engine.errors import ModelError
+from engine.models.loader import quantization_config
 from engine.workspace import ASSETS
 
 FOLDER = ASSETS / "architectures"
@@ -87,8 +88,6 @@ def build_random(f: dict[str, Any], *, dtype, quant: str = "none", device: str =
     the way; returns the model in train-ready form (``model.config.use_cache`` off)."""
     import torch  # noqa: PLC0415 - seconds to import; the UI imports this module
     from transformers import AutoModelForCausalLM, WhisperForConditionalGeneration  # noqa: PLC0415
-
-    from engine.models.loader import quantization_config  # noqa: PLC0415 - the loader imports torch lazily too
 
     cfg = hf_config(f)
     speech = f["model_type"] == "whisper"
@@ -180,11 +179,6 @@ def _rope_buffers(model, device: str) -> None:
             module.register_buffer("inv_freq", inv_freq, persistent=False)
             module.original_inv_freq = inv_freq
             module.attention_scaling = scaling
-
-
-def stand_in_tokenizer_note() -> str:
-    return ("the real tokenizers are on the Hub, so a rehearsal tokenizes with the embedded SmolLM2 (text) or "
-            "Whisper tiny.en (speech) tokenizer; their ids all lie inside these models' vocabularies")
 
 
 def summary(f: dict[str, Any]) -> str:

@@ -29,9 +29,12 @@ from engine import atomic
 from engine.config import RunConfig
 from engine.models import architectures, loader
 from engine.models.availability import is_nemo_model
+from engine.nemo.model import create_from_config
+from engine.nemo.salm_config import salm_from_config
+from engine.nemo.transcribe import generate_texts
 from engine.preflight import model_kind
 from engine.runs import JobContext, Run
-from engine.train import hf
+from engine.train import hf, nemo
 from engine.train.memory import MemoryCallback, PeakSampler, model_bytes, optimizer_bytes, release_freed_memory
 from engine.train.rehearsal_spec import PROMPT, STAND_INS
 
@@ -114,10 +117,6 @@ def _run_nemo(ctx: JobContext, spec: dict[str, Any], cfg: RunConfig) -> None:
     """Canary-Qwen's SALM at its real shapes: the Qwen3 LLM from its facts and the FastConformer
     encoder from Canary's (both cut to ``layers``), random weights, saved once as a SALM folder in
     the run and trained by the NeMo backend itself (engine.train.nemo) on speech rows."""
-    from engine.nemo.model import create_from_config  # noqa: PLC0415 - the nemo extra, ~20 s to import
-    from engine.nemo.salm_config import salm_from_config  # noqa: PLC0415 - the nemo extra
-    from engine.nemo.transcribe import generate_texts  # noqa: PLC0415 - the nemo extra
-    from engine.train import nemo  # noqa: PLC0415 - imports lightning (the nemo extra)
 
     f = architectures.facts(cfg.model.name)
     layers = spec.get("layers")
