@@ -26,12 +26,12 @@ import re
 import resource
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 from export_runs import make_run
 from export_runs import tiny_llama as export_tiny_llama
+from jobtools import wait_for
 from train_tiny import WORDS, qa_dataset, tiny_llama, tiny_text_config, write_dataset  # noqa: F401 - fixtures
 
 from engine import jobs
@@ -54,13 +54,7 @@ def _no_orphan_jobs(workspace):
 
 
 def _wait_for(cond, timeout=TIMEOUT, what="condition", poll=0.02):
-    end = time.time() + timeout
-    while time.time() < end:
-        value = cond()
-        if value:
-            return value
-        time.sleep(poll)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return wait_for(cond, timeout, what, poll)
 
 
 def _train_steps(run: Run) -> list[int]:
